@@ -1,0 +1,422 @@
+//! Compiled expressions: names resolved to slots and aggregates, evaluated without lookups.
+
+use crate::engine::path::PathNode;
+use crate::event::{Event, Value};
+use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
+use std::cmp::Ordering;
+use std::sync::Arc;
+
+/// Index of a name declared in a pattern (a step, a negated step, an `until` name).
+pub type NameId = u16;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ArithOp {
+    Add,
+    Sub,
+    Mul,
+    Div,
+    Rem,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CmpOp {
+    Eq,
+    Ne,
+    Lt,
+    Le,
+    Gt,
+    Ge,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Func {
+    Abs,
+    Lower,
+    Upper,
+    StartsWith,
+    EndsWith,
+    Contains,
+    Len,
+}
+
+/// What an aggregate keeps per partial match.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum AggKind {
+    Count,
+    /// Number of non-null values (the divisor of `avg`).
+    CountValues,
+    Sum,
+    Min,
+    Max,
+    First,
+    Last,
+}
+
+/// A running aggregate over the events bound to one name, kept in every path node so that a
+/// condition reads it in constant time however many iterations a loop holds.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AggSpec {
+    pub name: NameId,
+    pub kind: AggKind,
+    /// Evaluated on each bound event (refers to that event's fields only).
+    pub expr: CExpr,
+}
+
+impl AggSpec {
+    /// Folds one more value into the running state.
+    #[inline]
+    pub fn fold(&self, acc: &Option<Value>, v: &Value) -> Option<Value> {
+        match self.kind {
+            AggKind::Count => Some(Value::Int(count_of(acc) + 1)),
+            AggKind::CountValues => {
+                Some(Value::Int(count_of(acc) + if v.is_null() { 0 } else { 1 }))
+            }
+            AggKind::Sum => {
+                if v.is_null() {
+                    acc.clone()
+                } else {
+                    Some(match acc {
+                        None => v.clone(),
+                        Some(a) => arith(ArithOp::Add, a, v),
+                    })
+                }
+            }
+            AggKind::Min | AggKind::Max => {
+                if v.is_null() {
+                    return acc.clone();
+                }
+                match acc {
+                    None => Some(v.clone()),
+                    Some(a) => {
+                        let keep_new = match v.lang_cmp(a) {
+                            Some(Ordering::Less) => self.kind == AggKind::Min,
+                            Some(Ordering::Greater) => self.kind == AggKind::Max,
+                            _ => false,
+                        };
+                        Some(if keep_new { v.clone() } else { a.clone() })
+                    }
+                }
+            }
+            AggKind::First => Some(acc.clone().unwrap_or_else(|| v.clone())),
+            AggKind::Last => Some(v.clone()),
+        }
+    }
+
+    /// The value an expression sees for a running state.
+    pub fn finish(&self, acc: &Option<Value>) -> Value {
+        match (self.kind, acc) {
+            (AggKind::Count | AggKind::CountValues, None) => Value::Int(0),
+            (AggKind::Sum, None) => Value::Int(0),
+            (_, None) => Value::Null,
+            (_, Some(v)) => v.clone(),
+        }
+    }
+}
+
+fn count_of(acc: &Option<Value>) -> i64 {
+    match acc {
+        Some(Value::Int(n)) => *n,
+        _ => 0,
+    }
+}
+
+/// A compiled expression.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum CExpr {
+    Const(Value),
+    /// A field of the current event.
+    Field(u32),
+    /// The current event's time (in a match record: the time the match completed).
+    Ts,
+    Key,
+    /// Whether the current event came from this stream.
+    StreamIs(u16),
+    /// A running aggregate; `with_current` folds in the current event (a step's own condition).
+    Agg {
+        idx: u32,
+        with_current: bool,
+    },
+    /// `avg`: a sum over a count of values.
+    Avg {
+        sum: u32,
+        count: u32,
+        with_current: bool,
+    },
+    /// `collect(step.expr)`: walks the partial match.
+    Collect {
+        name: NameId,
+        expr: Box<CExpr>,
+        with_current: bool,
+    },
+    Neg(Box<CExpr>),
+    Not(Box<CExpr>),
+    Arith(ArithOp, Box<CExpr>, Box<CExpr>),
+    Cmp(CmpOp, Box<CExpr>, Box<CExpr>),
+    And(Box<CExpr>, Box<CExpr>),
+    Or(Box<CExpr>, Box<CExpr>),
+    In(Box<CExpr>, Box<CExpr>),
+    Coalesce(Box<CExpr>, Box<CExpr>),
+    List(Vec<CExpr>),
+    Call(Func, Vec<CExpr>),
+}
+
+/// What an expression can see while it runs.
+pub struct EvalCtx<'a> {
+    pub ev: Option<&'a Event>,
+    /// The current time in the program's unit.
+    pub ts: i64,
+    pub key: &'a Value,
+    /// The last node of the partial match under test (or of the match being emitted).
+    pub node: Option<&'a PathNode>,
+    pub aggs: &'a [AggSpec],
+}
+
+static NULL: Value = Value::Null;
+
+impl CExpr {
+    /// True where the value depends only on the current event (and the key), so that it can be
+    /// computed once per event for all partial matches.
+    pub fn is_event_local(&self) -> bool {
+        match self {
+            CExpr::Const(_) | CExpr::Field(_) | CExpr::Ts | CExpr::Key | CExpr::StreamIs(_) => true,
+            CExpr::Agg { .. } | CExpr::Avg { .. } | CExpr::Collect { .. } => false,
+            CExpr::Neg(a) | CExpr::Not(a) => a.is_event_local(),
+            CExpr::Arith(_, a, b)
+            | CExpr::Cmp(_, a, b)
+            | CExpr::And(a, b)
+            | CExpr::Or(a, b)
+            | CExpr::In(a, b)
+            | CExpr::Coalesce(a, b) => a.is_event_local() && b.is_event_local(),
+            CExpr::List(xs) | CExpr::Call(_, xs) => xs.iter().all(CExpr::is_event_local),
+        }
+    }
+
+    /// Evaluates a condition: only `true` holds.
+    #[inline]
+    pub fn test(&self, cx: &EvalCtx<'_>) -> bool {
+        match self {
+            CExpr::And(a, b) => a.test(cx) && b.test(cx),
+            CExpr::Or(a, b) => a.test(cx) || b.test(cx),
+            CExpr::Cmp(op, a, b) => cmp(*op, &a.eval(cx), &b.eval(cx)),
+            CExpr::StreamIs(s) => cx.ev.map(|e| e.stream) == Some(*s),
+            other => other.eval(cx).is_true(),
+        }
+    }
+
+    // HOT PATH: conditions run for every event against every partial match they may advance.
+    pub fn eval<'a>(&'a self, cx: &'a EvalCtx<'a>) -> Cow<'a, Value> {
+        match self {
+            CExpr::Const(v) => Cow::Borrowed(v),
+            CExpr::Field(s) => match cx.ev {
+                Some(ev) => Cow::Borrowed(&ev.slots[*s as usize]),
+                None => Cow::Borrowed(&NULL),
+            },
+            CExpr::Ts => Cow::Owned(Value::Int(cx.ts)),
+            CExpr::Key => Cow::Borrowed(cx.key),
+            CExpr::StreamIs(s) => Cow::Owned(Value::Bool(cx.ev.map(|e| e.stream) == Some(*s))),
+            CExpr::Agg { idx, with_current } => Cow::Owned(agg_value(cx, *idx, *with_current)),
+            CExpr::Avg {
+                sum,
+                count,
+                with_current,
+            } => {
+                let s = agg_value(cx, *sum, *with_current);
+                let n = agg_value(cx, *count, *with_current);
+                Cow::Owned(match (s.as_f64(), n) {
+                    (Some(s), Value::Int(n)) if n > 0 => Value::Float(s / n as f64),
+                    _ => Value::Null,
+                })
+            }
+            CExpr::Collect {
+                name,
+                expr,
+                with_current,
+            } => {
+                let mut items = Vec::new();
+                let mut node = cx.node;
+                while let Some(n) = node {
+                    if n.name == *name {
+                        let sub = EvalCtx {
+                            ev: Some(&n.event),
+                            ts: cx.ts,
+                            key: cx.key,
+                            node: None,
+                            aggs: cx.aggs,
+                        };
+                        items.push(expr.eval(&sub).into_owned());
+                    }
+                    node = n.prev.as_deref();
+                }
+                items.reverse();
+                if *with_current {
+                    items.push(expr.eval(cx).into_owned());
+                }
+                Cow::Owned(Value::List(Arc::from(items)))
+            }
+            CExpr::Neg(a) => Cow::Owned(match &*a.eval(cx) {
+                Value::Int(i) => i.checked_neg().map(Value::Int).unwrap_or(Value::Null),
+                Value::Float(f) => Value::Float(-f),
+                _ => Value::Null,
+            }),
+            CExpr::Not(a) => Cow::Owned(match &*a.eval(cx) {
+                Value::Bool(b) => Value::Bool(!b),
+                _ => Value::Null,
+            }),
+            CExpr::Arith(op, a, b) => Cow::Owned(arith(*op, &a.eval(cx), &b.eval(cx))),
+            CExpr::Cmp(..) | CExpr::And(..) | CExpr::Or(..) => {
+                Cow::Owned(Value::Bool(self.test(cx)))
+            }
+            CExpr::In(a, b) => {
+                let x = a.eval(cx);
+                if x.is_null() {
+                    return Cow::Owned(Value::Bool(false));
+                }
+                Cow::Owned(Value::Bool(match &*b.eval(cx) {
+                    Value::List(items) => items.iter().any(|i| x.lang_eq(i) == Some(true)),
+                    Value::Str(s) => match &*x {
+                        Value::Str(n) => s.contains(n.as_str()),
+                        _ => false,
+                    },
+                    _ => false,
+                }))
+            }
+            CExpr::Coalesce(a, b) => {
+                let x = a.eval(cx);
+                if x.is_null() {
+                    b.eval(cx)
+                } else {
+                    x
+                }
+            }
+            CExpr::List(items) => Cow::Owned(Value::List(
+                items.iter().map(|e| e.eval(cx).into_owned()).collect(),
+            )),
+            CExpr::Call(f, args) => Cow::Owned(call(*f, args, cx)),
+        }
+    }
+}
+
+fn agg_value(cx: &EvalCtx<'_>, idx: u32, with_current: bool) -> Value {
+    let spec = &cx.aggs[idx as usize];
+    let acc = cx
+        .node
+        .and_then(|n| n.aggs.get(idx as usize))
+        .cloned()
+        .flatten();
+    if with_current {
+        if let Some(ev) = cx.ev {
+            let cur = EvalCtx {
+                ev: Some(ev),
+                ts: cx.ts,
+                key: cx.key,
+                node: None,
+                aggs: cx.aggs,
+            };
+            let v = spec.expr.eval(&cur);
+            return spec.finish(&spec.fold(&acc, &v));
+        }
+    }
+    spec.finish(&acc)
+}
+
+#[inline]
+pub fn cmp(op: CmpOp, a: &Value, b: &Value) -> bool {
+    match op {
+        CmpOp::Eq => a.lang_eq(b) == Some(true),
+        CmpOp::Ne => a.lang_eq(b) == Some(false),
+        _ => match a.lang_cmp(b) {
+            None => false,
+            Some(o) => match op {
+                CmpOp::Lt => o == Ordering::Less,
+                CmpOp::Le => o != Ordering::Greater,
+                CmpOp::Gt => o == Ordering::Greater,
+                CmpOp::Ge => o != Ordering::Less,
+                CmpOp::Eq | CmpOp::Ne => unreachable!("handled above"),
+            },
+        },
+    }
+}
+
+/// Arithmetic: integers stay integers (overflow gives null), any float makes a float, anything
+/// else (null included) gives null. Division always gives a float; by zero, null.
+pub fn arith(op: ArithOp, a: &Value, b: &Value) -> Value {
+    match (a, b) {
+        (Value::Int(x), Value::Int(y)) => match op {
+            ArithOp::Add => x.checked_add(*y).map(Value::Int).unwrap_or(Value::Null),
+            ArithOp::Sub => x.checked_sub(*y).map(Value::Int).unwrap_or(Value::Null),
+            ArithOp::Mul => x.checked_mul(*y).map(Value::Int).unwrap_or(Value::Null),
+            ArithOp::Div => {
+                if *y == 0 {
+                    Value::Null
+                } else {
+                    Value::Float(*x as f64 / *y as f64)
+                }
+            }
+            ArithOp::Rem => x.checked_rem(*y).map(Value::Int).unwrap_or(Value::Null),
+        },
+        _ => match (a.as_f64(), b.as_f64()) {
+            (Some(x), Some(y)) => {
+                let r = match op {
+                    ArithOp::Add => x + y,
+                    ArithOp::Sub => x - y,
+                    ArithOp::Mul => x * y,
+                    ArithOp::Div => {
+                        if y == 0.0 {
+                            return Value::Null;
+                        }
+                        x / y
+                    }
+                    ArithOp::Rem => {
+                        if y == 0.0 {
+                            return Value::Null;
+                        }
+                        x % y
+                    }
+                };
+                Value::Float(r)
+            }
+            _ => Value::Null,
+        },
+    }
+}
+
+fn call(f: Func, args: &[CExpr], cx: &EvalCtx<'_>) -> Value {
+    let a = args[0].eval(cx);
+    let str_of = |v: &Value| match v {
+        Value::Str(s) => Some(s.clone()),
+        _ => None,
+    };
+    match f {
+        Func::Abs => match &*a {
+            Value::Int(i) => i.checked_abs().map(Value::Int).unwrap_or(Value::Null),
+            Value::Float(x) => Value::Float(x.abs()),
+            _ => Value::Null,
+        },
+        Func::Lower => str_of(&a)
+            .map(|s| Value::Str(s.to_lowercase().into()))
+            .unwrap_or(Value::Null),
+        Func::Upper => str_of(&a)
+            .map(|s| Value::Str(s.to_uppercase().into()))
+            .unwrap_or(Value::Null),
+        Func::Len => match &*a {
+            Value::Str(s) => Value::Int(s.chars().count() as i64),
+            Value::List(l) => Value::Int(l.len() as i64),
+            _ => Value::Null,
+        },
+        Func::StartsWith | Func::EndsWith | Func::Contains => {
+            let b = args[1].eval(cx);
+            match (&*a, &*b) {
+                (Value::Str(s), Value::Str(p)) => Value::Bool(match f {
+                    Func::StartsWith => s.starts_with(p.as_str()),
+                    Func::EndsWith => s.ends_with(p.as_str()),
+                    _ => s.contains(p.as_str()),
+                }),
+                (Value::List(l), x) if f == Func::Contains && !x.is_null() => {
+                    Value::Bool(l.iter().any(|i| i.lang_eq(x) == Some(true)))
+                }
+                _ => Value::Null,
+            }
+        }
+    }
+}

@@ -1,0 +1,840 @@
+//! The matching engine: runs compiled patterns over events, per key.
+//!
+//! Each key holds its partial matches ("runs"): a state of the pattern's automaton and a pointer
+//! to the events bound so far. An event advances every run of its key along the edges whose
+//! conditions hold. A match is emitted the moment it completes (eager emission), and its skip
+//! strategy applies at once to every open run of the key. Windows close in event time: a timer
+//! per key fires when the earliest window of the key closes, also when the key has gone quiet.
+//!
+//! ```
+//! use kairos::compile::{compile, CompileOptions, Source};
+//! use kairos::engine::{Engine, EngineOptions, OwnedRecord};
+//! use kairos::event::{Event, Value};
+//! use std::sync::Arc;
+//!
+//! let text = "pattern up\n  from ticks\n  time ts\n  match a -> b\n  define\n    b = (price > a.price)\n  emit out { from: a.price, to: b.price }\n";
+//! let program = Arc::new(compile(&[Source { file: "up.cep", text }], &CompileOptions::default()).unwrap());
+//! let price = program.fields.iter().position(|f| f == &["price"]).unwrap();
+//! let mut engine = Engine::new(program.clone(), EngineOptions::default());
+//! let mut out: Vec<OwnedRecord> = Vec::new();
+//! for (t, p) in [(1, 10), (2, 12)] {
+//!     let mut ev = Event::with_slots(program.fields.len());
+//!     ev.ts = t * 1_000_000;
+//!     ev.slots[price] = Value::Int(p);
+//!     engine.process(&mut ev, &mut out);
+//! }
+//! assert_eq!(out.len(), 1);
+//! assert_eq!(out[0].fields[1].1, Value::Int(12));
+//! ```
+
+pub mod output;
+pub mod path;
+
+pub use output::{Output, OwnedRecord, Record};
+
+use crate::compile::expr::{EvalCtx, NameId};
+use crate::compile::nfa::{Action, Bind, Cond, StateId, StateKind};
+use crate::compile::{CompiledPattern, EmitSpec, Program, SkipStrategy};
+use crate::event::{Event, Value};
+use path::PathNode;
+use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::sync::Arc;
+
+/// Limits of the engine.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct EngineOptions {
+    /// The most partial matches one key may hold; beyond it the oldest are evicted (and counted).
+    pub max_runs_per_key: usize,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions {
+            max_runs_per_key: 1024,
+        }
+    }
+}
+
+/// Counters of an engine.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EngineStats {
+    pub events: u64,
+    pub matches: u64,
+    pub timeouts: u64,
+    /// Partial matches dropped because a key held more than `max_runs_per_key`.
+    pub evicted: u64,
+    /// Partial matches open now.
+    pub live_runs: u64,
+    /// Keys with open partial matches now.
+    pub live_keys: u64,
+}
+
+/// A partial match.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Run {
+    pub state: StateId,
+    pub path: Option<Arc<PathNode>>,
+    /// Time (ns) and input position of the first event.
+    pub start_ts: i64,
+    pub start_seq: u64,
+}
+
+/// The partial matches of one key.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct KeyState {
+    pub runs: Vec<Run>,
+    /// Earliest window close among the runs (ns), `i64::MAX` if none.
+    next_close: i64,
+    /// The deadline this key has in the timer queue, `i64::MAX` if none.
+    scheduled: i64,
+}
+
+/// The state of one pattern: its keys and their timers.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct PatternState {
+    pub keys: FxHashMap<Value, KeyState>,
+    timers: BinaryHeap<Reverse<Timer>>,
+    timer_seq: u64,
+}
+
+/// A key's window deadline in the timer queue, ordered by time then by insertion.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Timer {
+    at: i64,
+    seq: u64,
+    key: Value,
+}
+
+impl PartialEq for Timer {
+    fn eq(&self, o: &Self) -> bool {
+        (self.at, self.seq) == (o.at, o.seq)
+    }
+}
+impl Eq for Timer {}
+impl PartialOrd for Timer {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Timer {
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        (self.at, self.seq).cmp(&(o.at, o.seq))
+    }
+}
+
+/// Per-event working memory, reused so that the steady state does not allocate.
+#[derive(Default)]
+struct Scratch {
+    stack: Vec<StateId>,
+    edges: Vec<(Action, StateId, Option<NameId>)>,
+    new_runs: Vec<Run>,
+    from_one: Vec<Run>,
+    matches: Vec<Run>,
+    cond_cache: Vec<u8>,
+    values: Vec<Value>,
+}
+
+/// Runs a [`Program`] over events, one thread.
+pub struct Engine {
+    prog: Arc<Program>,
+    opts: EngineOptions,
+    states: Vec<PatternState>,
+    scratch: Scratch,
+    seq: u64,
+    stats: EngineStats,
+}
+
+impl Engine {
+    pub fn new(prog: Arc<Program>, opts: EngineOptions) -> Self {
+        let states = prog
+            .patterns
+            .iter()
+            .map(|_| PatternState::default())
+            .collect();
+        Engine {
+            prog,
+            opts,
+            states,
+            scratch: Scratch::default(),
+            seq: 0,
+            stats: EngineStats::default(),
+        }
+    }
+
+    pub fn program(&self) -> &Arc<Program> {
+        &self.prog
+    }
+
+    pub fn stats(&self) -> EngineStats {
+        let mut s = self.stats.clone();
+        s.live_keys = self.states.iter().map(|p| p.keys.len() as u64).sum();
+        s.live_runs = self
+            .states
+            .iter()
+            .flat_map(|p| p.keys.values())
+            .map(|k| k.runs.len() as u64)
+            .sum();
+        s
+    }
+
+    /// The state of every pattern: plain data, serializable.
+    pub fn state(&self) -> &[PatternState] {
+        &self.states
+    }
+
+    /// Restores state taken with [`Engine::state`] from an engine of the same program.
+    pub fn restore(&mut self, states: Vec<PatternState>) {
+        if states.len() == self.states.len() {
+            self.states = states;
+        }
+    }
+
+    /// Processes one event: closes the windows that its time passes, then advances the partial
+    /// matches of its key in every pattern that reads its stream. Assigns `ev.seq`.
+    // HOT PATH
+    pub fn process(&mut self, ev: &mut Event, out: &mut dyn Output) {
+        self.seq += 1;
+        ev.seq = self.seq;
+        self.stats.events += 1;
+        let ev: &Event = ev;
+        let mut shared: Option<Arc<Event>> = None;
+        let prog = &*self.prog;
+        for (pi, p) in prog.patterns.iter().enumerate() {
+            if !p.reads.get(ev.stream as usize).copied().unwrap_or(false) {
+                continue;
+            }
+            let now = if p.event_time { ev.ts } else { ev.arrival };
+            let st = &mut self.states[pi];
+            fire_timers(p, prog, st, now, &mut self.scratch, &mut self.stats, out);
+            let key = match &p.key {
+                None => Value::Null,
+                Some(k) => {
+                    let cx = EvalCtx {
+                        ev: Some(ev),
+                        ts: prog.unit.from_nanos(now),
+                        key: &Value::Null,
+                        node: None,
+                        aggs: &p.aggs,
+                    };
+                    k.eval(&cx).into_owned()
+                }
+            };
+            let ks = match st.keys.get_mut(&key) {
+                Some(ks) => ks,
+                None => st.keys.entry(key.clone()).or_insert_with(|| KeyState {
+                    runs: Vec::new(),
+                    next_close: i64::MAX,
+                    scheduled: i64::MAX,
+                }),
+            };
+            if ks.next_close <= now {
+                advance_key(
+                    p,
+                    prog,
+                    ks,
+                    &key,
+                    now,
+                    &mut self.scratch,
+                    &mut self.stats,
+                    out,
+                );
+            }
+            process_key(
+                p,
+                prog,
+                ks,
+                &key,
+                ev,
+                now,
+                &mut shared,
+                &self.opts,
+                &mut self.scratch,
+                &mut self.stats,
+                out,
+            );
+            if ks.runs.is_empty() {
+                st.keys.remove(&key);
+            } else {
+                schedule(st, &key);
+            }
+        }
+    }
+
+    /// Advances time to `now` (ns) without an event: closes every window that ends at or before
+    /// it. A live source calls this when its partitions are idle.
+    pub fn advance_to(&mut self, now: i64, out: &mut dyn Output) {
+        let prog = &*self.prog;
+        for (pi, p) in prog.patterns.iter().enumerate() {
+            fire_timers(
+                p,
+                prog,
+                &mut self.states[pi],
+                now,
+                &mut self.scratch,
+                &mut self.stats,
+                out,
+            );
+        }
+    }
+
+    /// The end of the input: time passes every window, so partial matches time out and absences
+    /// complete.
+    pub fn finish(&mut self, out: &mut dyn Output) {
+        self.advance_to(i64::MAX, out);
+    }
+}
+
+fn schedule(st: &mut PatternState, key: &Value) {
+    let ks = st.keys.get_mut(key).expect("scheduled keys exist");
+    if ks.next_close != i64::MAX && ks.next_close < ks.scheduled {
+        ks.scheduled = ks.next_close;
+        st.timer_seq += 1;
+        st.timers.push(Reverse(Timer {
+            at: ks.next_close,
+            seq: st.timer_seq,
+            key: key.clone(),
+        }));
+    }
+}
+
+fn fire_timers(
+    p: &CompiledPattern,
+    prog: &Program,
+    st: &mut PatternState,
+    now: i64,
+    scratch: &mut Scratch,
+    stats: &mut EngineStats,
+    out: &mut dyn Output,
+) {
+    while let Some(Reverse(timer)) = st.timers.peek() {
+        if timer.at > now {
+            break;
+        }
+        let Reverse(Timer { at: t, key, .. }) = st.timers.pop().expect("peeked");
+        let Some(ks) = st.keys.get_mut(&key) else {
+            continue;
+        };
+        if ks.scheduled == t {
+            ks.scheduled = i64::MAX;
+        }
+        if ks.next_close <= now {
+            advance_key(p, prog, ks, &key, now, scratch, stats, out);
+        }
+        if ks.runs.is_empty() {
+            st.keys.remove(&key);
+        } else {
+            schedule(st, &key);
+        }
+    }
+}
+
+fn window_close(p: &CompiledPattern, r: &Run) -> i64 {
+    match p.within {
+        Some(w) => r.start_ts.saturating_add(w),
+        None => i64::MAX,
+    }
+}
+
+/// Closes the windows of one key that end at or before `now`, in the order they close: runs
+/// time out, and runs waiting for an absence complete (pruning, by their skip strategy, runs whose
+/// windows close later).
+#[allow(clippy::too_many_arguments)]
+fn advance_key(
+    p: &CompiledPattern,
+    prog: &Program,
+    ks: &mut KeyState,
+    key: &Value,
+    now: i64,
+    scratch: &mut Scratch,
+    stats: &mut EngineStats,
+    out: &mut dyn Output,
+) {
+    loop {
+        let close = ks.runs.iter().map(|r| window_close(p, r)).min();
+        let Some(close) = close.filter(|c| *c <= now) else {
+            break;
+        };
+        let mut expiring = std::mem::take(&mut scratch.matches);
+        expiring.clear();
+        let mut i = 0;
+        while i < ks.runs.len() {
+            if window_close(p, &ks.runs[i]) == close {
+                expiring.push(ks.runs.remove(i));
+            } else {
+                i += 1;
+            }
+        }
+        let ts = prog.unit.from_nanos(close);
+        // Timeouts first, as Flink reports them before absences closing at the same instant.
+        for r in expiring.iter() {
+            if p.nfa.states[r.state as usize].kind == StateKind::Pending {
+                continue;
+            }
+            stats.timeouts += 1;
+            if let Some(spec) = &p.on_timeout {
+                emit(p, spec, key, ts, r.path.as_deref(), true, scratch, out);
+            }
+        }
+        expiring.retain(|r| p.nfa.states[r.state as usize].kind == StateKind::Pending);
+        emit_matches(
+            p,
+            prog,
+            &mut expiring,
+            &mut ks.runs,
+            key,
+            ts,
+            scratch,
+            stats,
+            out,
+        );
+        scratch.matches = expiring;
+    }
+    ks.next_close = ks
+        .runs
+        .iter()
+        .map(|r| window_close(p, r))
+        .min()
+        .unwrap_or(i64::MAX);
+}
+
+/// Evaluates an edge condition against a run.
+#[inline]
+fn holds(c: &Cond, p: &CompiledPattern, cx: &EvalCtx<'_>, cache: &mut [u8]) -> bool {
+    match c {
+        Cond::True => true,
+        Cond::Def(n) => {
+            let i = *n as usize;
+            if p.event_local[i] {
+                match cache[i] {
+                    1 => false,
+                    2 => true,
+                    _ => {
+                        let r = p.conds[i].test(cx);
+                        cache[i] = if r { 2 } else { 1 };
+                        r
+                    }
+                }
+            } else {
+                p.conds[i].test(cx)
+            }
+        }
+        Cond::Not(a) => !holds(a, p, cx, cache),
+        Cond::And(a, b) => holds(a, p, cx, cache) && holds(b, p, cx, cache),
+        Cond::Or(xs) => xs.iter().any(|x| holds(x, p, cx, cache)),
+    }
+}
+
+/// The most PROCEED steps followed from one state: bounds the walk even for automata with a
+/// cycle of epsilon edges.
+fn walk_limit(p: &CompiledPattern) -> usize {
+    4 * p.nfa.states.len() + 8
+}
+
+/// Advances every run of one key by one event.
+// HOT PATH
+#[allow(clippy::too_many_arguments)]
+fn process_key(
+    p: &CompiledPattern,
+    prog: &Program,
+    ks: &mut KeyState,
+    key: &Value,
+    ev: &Event,
+    now: i64,
+    shared: &mut Option<Arc<Event>>,
+    opts: &EngineOptions,
+    scratch: &mut Scratch,
+    stats: &mut EngineStats,
+    out: &mut dyn Output,
+) {
+    let nfa = &p.nfa;
+    scratch.cond_cache.clear();
+    scratch.cond_cache.resize(p.conds.len(), 0);
+    let mut new_runs = std::mem::take(&mut scratch.new_runs);
+    let mut matches = std::mem::take(&mut scratch.matches);
+    let mut from_one = std::mem::take(&mut scratch.from_one);
+    new_runs.clear();
+    matches.clear();
+    let ts_unit = prog.unit.from_nanos(now);
+    let runs = std::mem::take(&mut ks.runs);
+    let start = Run {
+        state: nfa.start,
+        path: None,
+        start_ts: 0,
+        start_seq: 0,
+    };
+    for (ri, run) in runs.iter().chain(std::iter::once(&start)).enumerate() {
+        let is_start = ri == runs.len();
+        let cx = EvalCtx {
+            ev: Some(ev),
+            ts: ts_unit,
+            key,
+            node: run.path.as_deref(),
+            aggs: &p.aggs,
+        };
+        // The decision graph: follow PROCEED edges, collect TAKE and IGNORE edges that hold.
+        scratch.edges.clear();
+        scratch.stack.clear();
+        scratch.stack.push(run.state);
+        let mut budget = walk_limit(p);
+        while let Some(s) = scratch.stack.pop() {
+            for e in &nfa.states[s as usize].edges {
+                if !holds(&e.cond, p, &cx, &mut scratch.cond_cache) {
+                    continue;
+                }
+                match e.action {
+                    Action::Proceed => {
+                        if budget > 0 {
+                            budget -= 1;
+                            scratch.stack.push(e.target);
+                        }
+                    }
+                    Action::Ignore => scratch.edges.push((Action::Ignore, e.target, None)),
+                    Action::Take => {
+                        let bind = match &e.bind {
+                            Bind::None => None,
+                            Bind::One(n) => Some(*n),
+                            Bind::FirstOf(alts) => alts
+                                .iter()
+                                .copied()
+                                .find(|a| holds(&Cond::Def(*a), p, &cx, &mut scratch.cond_cache))
+                                .or(alts.first().copied()),
+                        };
+                        scratch.edges.push((Action::Take, e.target, bind))
+                    }
+                }
+            }
+        }
+        if scratch.edges.is_empty() {
+            continue;
+        }
+        from_one.clear();
+        let mut discard = false;
+        for &(action, target, bind) in scratch.edges.iter() {
+            let kind = nfa.states[target as usize].kind;
+            match action {
+                Action::Ignore => {
+                    if is_start {
+                        continue;
+                    }
+                    let r = Run {
+                        state: target,
+                        path: run.path.clone(),
+                        start_ts: run.start_ts,
+                        start_seq: run.start_seq,
+                    };
+                    if kind == StateKind::Final {
+                        matches.push(r);
+                    } else {
+                        from_one.push(r);
+                    }
+                }
+                Action::Take => {
+                    if kind == StateKind::Stop {
+                        discard = true;
+                        continue;
+                    }
+                    let name = bind.unwrap_or(0);
+                    let event = shared.get_or_insert_with(|| Arc::new(ev.clone())).clone();
+                    let aggs: Box<[Option<Value>]> = if p.aggs.is_empty() {
+                        Box::new([])
+                    } else {
+                        let cur = EvalCtx {
+                            ev: Some(ev),
+                            ts: ts_unit,
+                            key,
+                            node: None,
+                            aggs: &p.aggs,
+                        };
+                        p.aggs
+                            .iter()
+                            .enumerate()
+                            .map(|(i, spec)| {
+                                let prev = run.path.as_ref().and_then(|n| n.aggs[i].clone());
+                                if spec.name == name {
+                                    spec.fold(&prev, &spec.expr.eval(&cur))
+                                } else {
+                                    prev
+                                }
+                            })
+                            .collect()
+                    };
+                    let node = Arc::new(PathNode {
+                        name,
+                        event,
+                        prev: run.path.clone(),
+                        aggs,
+                    });
+                    let (start_ts, start_seq) = if is_start {
+                        (now, ev.seq)
+                    } else {
+                        (run.start_ts, run.start_seq)
+                    };
+                    let r = Run {
+                        state: target,
+                        path: Some(node),
+                        start_ts,
+                        start_seq,
+                    };
+                    if let Some(fin) = final_after_proceed(p, target, &cx, &mut scratch.cond_cache)
+                    {
+                        matches.push(Run {
+                            state: fin,
+                            ..r.clone()
+                        });
+                    }
+                    if kind == StateKind::Final {
+                        matches.push(r);
+                    } else {
+                        from_one.push(r);
+                    }
+                }
+                Action::Proceed => unreachable!("proceed edges are followed, not collected"),
+            }
+        }
+        if !discard {
+            new_runs.append(&mut from_one);
+        }
+    }
+    drop(runs);
+    emit_matches(
+        p,
+        prog,
+        &mut matches,
+        &mut new_runs,
+        key,
+        ts_unit,
+        scratch,
+        stats,
+        out,
+    );
+    if new_runs.len() > opts.max_runs_per_key {
+        let excess = new_runs.len() - opts.max_runs_per_key;
+        new_runs.sort_by_key(|r| r.start_seq);
+        new_runs.drain(..excess);
+        stats.evicted += excess as u64;
+    }
+    ks.next_close = new_runs
+        .iter()
+        .map(|r| window_close(p, r))
+        .min()
+        .unwrap_or(i64::MAX);
+    ks.runs = new_runs;
+    scratch.new_runs = Vec::new();
+    scratch.matches = matches;
+    scratch.from_one = from_one;
+}
+
+/// The FINAL state reachable from `state` by PROCEED edges that hold for the event just taken.
+fn final_after_proceed(
+    p: &CompiledPattern,
+    state: StateId,
+    cx: &EvalCtx<'_>,
+    cache: &mut [u8],
+) -> Option<StateId> {
+    let mut stack: smallstack::Stack = smallstack::Stack::new(state);
+    let mut budget = walk_limit(p);
+    while let Some(s) = stack.pop() {
+        for e in &p.nfa.states[s as usize].edges {
+            if e.action == Action::Proceed && holds(&e.cond, p, cx, cache) {
+                if p.nfa.states[e.target as usize].kind == StateKind::Final {
+                    return Some(e.target);
+                }
+                if budget == 0 {
+                    return None;
+                }
+                budget -= 1;
+                stack.push(e.target);
+            }
+        }
+    }
+    None
+}
+
+mod smallstack {
+    use crate::compile::nfa::StateId;
+    /// A stack that stays on the machine stack for the usual few entries.
+    pub struct Stack {
+        inline: [StateId; 8],
+        len: usize,
+        spill: Vec<StateId>,
+    }
+    impl Stack {
+        pub fn new(first: StateId) -> Self {
+            Stack {
+                inline: [first; 8],
+                len: 1,
+                spill: Vec::new(),
+            }
+        }
+        pub fn push(&mut self, s: StateId) {
+            if self.len < 8 {
+                self.inline[self.len] = s;
+                self.len += 1;
+            } else {
+                self.spill.push(s);
+            }
+        }
+        pub fn pop(&mut self) -> Option<StateId> {
+            if let Some(s) = self.spill.pop() {
+                return Some(s);
+            }
+            if self.len == 0 {
+                return None;
+            }
+            self.len -= 1;
+            Some(self.inline[self.len])
+        }
+    }
+}
+
+/// The positions and names of a match's events, in time order: the key of the tie order.
+fn tie_key(r: &Run) -> Vec<(u64, NameId)> {
+    let mut v = Vec::new();
+    let mut n = r.path.as_deref();
+    while let Some(x) = n {
+        v.push((x.event.seq, x.name));
+        n = x.prev.as_deref();
+    }
+    v.reverse();
+    v
+}
+
+/// Emits the matches that completed together, in the tie order, applying each one's skip
+/// strategy to the open runs (and to the matches not yet emitted) before the next.
+#[allow(clippy::too_many_arguments)]
+fn emit_matches(
+    p: &CompiledPattern,
+    _prog: &Program,
+    matches: &mut Vec<Run>,
+    open: &mut Vec<Run>,
+    key: &Value,
+    ts: i64,
+    scratch: &mut Scratch,
+    stats: &mut EngineStats,
+    out: &mut dyn Output,
+) {
+    if matches.is_empty() {
+        return;
+    }
+    if matches.len() > 1 {
+        let mut keyed: Vec<(Vec<(u64, NameId)>, Run)> =
+            matches.drain(..).map(|r| (tie_key(&r), r)).collect();
+        keyed.sort_by(|a, b| {
+            let sa: Vec<u64> = a.0.iter().map(|x| x.0).collect();
+            let sb: Vec<u64> = b.0.iter().map(|x| x.0).collect();
+            sa.cmp(&sb).then_with(|| {
+                let na: Vec<NameId> = a.0.iter().map(|x| x.1).collect();
+                let nb: Vec<NameId> = b.0.iter().map(|x| x.1).collect();
+                na.cmp(&nb)
+            })
+        });
+        matches.extend(keyed.into_iter().map(|(_, r)| r));
+    }
+    let mut i = 0;
+    while i < matches.len() {
+        let m = matches[i].clone();
+        i += 1;
+        stats.matches += 1;
+        emit(p, &p.emit, key, ts, m.path.as_deref(), false, scratch, out);
+        let Some(prune) = pruning(p.skip, &m) else {
+            continue;
+        };
+        open.retain(|r| !prune.drops(r.start_seq));
+        let mut j = i;
+        while j < matches.len() {
+            if prune.drops(matches[j].start_seq) {
+                matches.remove(j);
+            } else {
+                j += 1;
+            }
+        }
+    }
+    matches.clear();
+}
+
+/// Which runs a match's skip strategy drops, by their first event's position.
+#[derive(Clone, Copy)]
+enum Prune {
+    /// Started at or before this position.
+    AtOrBefore(u64),
+    /// Started exactly at this position.
+    At(u64),
+    /// Started before this position.
+    Before(u64),
+}
+
+impl Prune {
+    fn drops(self, start: u64) -> bool {
+        match self {
+            Prune::AtOrBefore(x) => start <= x,
+            Prune::At(x) => start == x,
+            Prune::Before(x) => start < x,
+        }
+    }
+}
+
+fn pruning(skip: SkipStrategy, m: &Run) -> Option<Prune> {
+    let nodes = m.path.as_deref()?;
+    let seqs = || {
+        let mut v = Vec::new();
+        let mut n = Some(nodes);
+        while let Some(x) = n {
+            v.push((x.event.seq, x.name));
+            n = x.prev.as_deref();
+        }
+        v
+    };
+    match skip {
+        SkipStrategy::None => None,
+        SkipStrategy::PastLast => seqs().iter().map(|x| x.0).max().map(Prune::AtOrBefore),
+        SkipStrategy::ToNext => seqs().iter().map(|x| x.0).min().map(Prune::At),
+        SkipStrategy::ToFirst(n) => seqs()
+            .iter()
+            .filter(|x| x.1 == n)
+            .map(|x| x.0)
+            .min()
+            .map(Prune::Before),
+        SkipStrategy::ToLast(n) => seqs()
+            .iter()
+            .filter(|x| x.1 == n)
+            .map(|x| x.0)
+            .max()
+            .map(Prune::Before),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn emit(
+    p: &CompiledPattern,
+    spec: &EmitSpec,
+    key: &Value,
+    ts: i64,
+    path: Option<&PathNode>,
+    timeout: bool,
+    scratch: &mut Scratch,
+    out: &mut dyn Output,
+) {
+    let cx = EvalCtx {
+        ev: None,
+        ts,
+        key,
+        node: path,
+        aggs: &p.aggs,
+    };
+    scratch.values.clear();
+    for (_, e) in &spec.fields {
+        scratch.values.push(e.eval(&cx).into_owned());
+    }
+    out.record(&Record {
+        pattern: &p.name,
+        sink: &spec.sink,
+        key,
+        ts,
+        timeout,
+        names: &spec.fields,
+        values: &scratch.values,
+    });
+}

@@ -1,0 +1,312 @@
+//! `kairos replay`: runs patterns over recorded JSON-lines files, merged by event time.
+//!
+//! Each file is read through a memory map and decoded line by line; several files are merged by
+//! event time, stable by the order the files were given. A line that cannot be decoded is
+//! reported with its file and line and skipped; it never stops the run.
+
+use crate::compile::Program;
+use crate::engine::{Engine, EngineOptions, Output, Record};
+use crate::event::{Event, JsonDecoder};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// One recorded input: a file and the stream its events belong to.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Input {
+    pub stream: Option<String>,
+    pub path: PathBuf,
+}
+
+impl Input {
+    /// Parses `STREAM=FILE` or `FILE`.
+    pub fn parse(s: &str) -> Input {
+        match s.split_once('=') {
+            Some((stream, path)) if !stream.is_empty() && !stream.contains('/') => Input {
+                stream: Some(stream.to_string()),
+                path: PathBuf::from(path),
+            },
+            _ => Input {
+                stream: None,
+                path: PathBuf::from(s),
+            },
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Streams(String),
+    #[error("cannot write the output: {0}")]
+    Output(std::io::Error),
+}
+
+/// What a replay did.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Summary {
+    pub events: u64,
+    pub matches: u64,
+    pub timeouts: u64,
+    pub malformed: u64,
+    /// Events whose time went backwards within their file (reported and skipped).
+    pub late: u64,
+    pub evicted: u64,
+    pub elapsed: Duration,
+}
+
+impl Summary {
+    pub fn events_per_second(&self) -> f64 {
+        self.events as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+impl std::fmt::Display for Summary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "events {}  matches {}  timeouts {}  malformed {}  late {}  evicted {}  elapsed {:.3}s  {:.0} events/s",
+            self.events,
+            self.matches,
+            self.timeouts,
+            self.malformed,
+            self.late,
+            self.evicted,
+            self.elapsed.as_secs_f64(),
+            self.events_per_second()
+        )
+    }
+}
+
+/// The bytes of a file: mapped where possible.
+enum Data {
+    Map(memmap2::Mmap),
+    Owned(Vec<u8>),
+}
+
+impl Data {
+    fn open(path: &Path) -> Result<Data, ReplayError> {
+        let io = |source| ReplayError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let file = std::fs::File::open(path).map_err(io)?;
+        let len = file.metadata().map_err(io)?.len();
+        if len == 0 || !file.metadata().map_err(io)?.is_file() {
+            let mut v = Vec::new();
+            std::io::Read::read_to_end(&mut &file, &mut v).map_err(io)?;
+            return Ok(Data::Owned(v));
+        }
+        // SAFETY: the map is read-only and lives as long as the replay; a file truncated by
+        // another process while mapped is outside what a replay of a recorded file supports.
+        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
+        Ok(Data::Map(map))
+    }
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Data::Map(m) => m,
+            Data::Owned(v) => v,
+        }
+    }
+}
+
+struct Reader {
+    name: String,
+    data: Data,
+    pos: usize,
+    line: u64,
+    decoder: JsonDecoder,
+    stream: u16,
+    last_ts: i64,
+    head: Option<Event>,
+}
+
+/// Runs a program over recorded inputs and writes every record, one JSON line each, to `out`.
+/// `report` receives one line per problem found in the input (malformed or late lines).
+pub fn replay(
+    prog: Arc<Program>,
+    inputs: &[Input],
+    opts: EngineOptions,
+    out: &mut dyn Write,
+    report: &mut dyn FnMut(&str),
+) -> Result<Summary, ReplayError> {
+    let started = Instant::now();
+    let mut readers = open_inputs(&prog, inputs)?;
+    let mut engine = Engine::new(prog.clone(), opts);
+    let mut summary = Summary::default();
+    let mut sink = JsonLines {
+        out,
+        buf: Vec::with_capacity(1 << 16),
+        error: None,
+    };
+    let clock = ArrivalClock::new();
+    for i in 0..readers.len() {
+        advance(&mut readers[i], &clock, &mut summary, report);
+    }
+    loop {
+        // The next event: earliest time, then earliest input.
+        let mut best: Option<usize> = None;
+        for (i, r) in readers.iter().enumerate() {
+            if let Some(h) = &r.head {
+                if best.is_none_or(|b| h.ts < readers[b].head.as_ref().expect("head").ts) {
+                    best = Some(i);
+                }
+            }
+        }
+        let Some(i) = best else { break };
+        let mut ev = readers[i].head.take().expect("chosen reader has a head");
+        engine.process(&mut ev, &mut sink);
+        // Reuse the event's slot storage for the next line of the same file.
+        readers[i].head = Some(ev);
+        advance(&mut readers[i], &clock, &mut summary, report);
+        if sink.buf.len() > 1 << 16 {
+            sink.flush();
+        }
+    }
+    engine.finish(&mut sink);
+    sink.flush();
+    if let Some(e) = sink.error.take() {
+        return Err(ReplayError::Output(e));
+    }
+    sink.out.flush().map_err(ReplayError::Output)?;
+    let st = engine.stats();
+    summary.events = st.events;
+    summary.matches = st.matches;
+    summary.timeouts = st.timeouts;
+    summary.evicted = st.evicted;
+    summary.elapsed = started.elapsed();
+    Ok(summary)
+}
+
+fn open_inputs(prog: &Program, inputs: &[Input]) -> Result<Vec<Reader>, ReplayError> {
+    let mut readers = Vec::new();
+    for inp in inputs {
+        let stream = match &inp.stream {
+            Some(s) => prog.streams.iter().position(|x| x == s).ok_or_else(|| {
+                ReplayError::Streams(format!(
+                    "no loaded pattern reads stream `{s}` (given for {}); the patterns read: {}",
+                    inp.path.display(),
+                    prog.streams.join(", ")
+                ))
+            })?,
+            None if prog.streams.len() == 1 => 0,
+            None => {
+                return Err(ReplayError::Streams(format!(
+                    "name the stream of {}: the patterns read {}, so write --input STREAM={}",
+                    inp.path.display(),
+                    prog.streams.join(", "),
+                    inp.path.display()
+                )))
+            }
+        };
+        let time_slot = prog.time_slots.get(stream).copied().flatten();
+        readers.push(Reader {
+            name: inp.path.display().to_string(),
+            data: Data::open(&inp.path)?,
+            pos: 0,
+            line: 0,
+            decoder: JsonDecoder::new(&prog.fields, time_slot, prog.unit),
+            stream: stream as u16,
+            last_ts: i64::MIN,
+            head: Some(Event::with_slots(prog.fields.len())),
+        });
+    }
+    Ok(readers)
+}
+
+/// Decodes the next good line of a reader into its head (reusing the head's storage).
+fn advance(
+    r: &mut Reader,
+    clock: &ArrivalClock,
+    summary: &mut Summary,
+    report: &mut dyn FnMut(&str),
+) {
+    let mut ev = r.head.take().unwrap_or_default();
+    let bytes = r.data.bytes();
+    while r.pos < bytes.len() {
+        let rest = &bytes[r.pos..];
+        let end = memchr::memchr(b'\n', rest).unwrap_or(rest.len());
+        let line = &rest[..end];
+        r.pos += end + 1;
+        r.line += 1;
+        if line.iter().all(|b| b.is_ascii_whitespace()) {
+            continue;
+        }
+        match r.decoder.decode(line, clock.now(), &mut ev) {
+            Ok(()) => {
+                if ev.ts < r.last_ts {
+                    summary.late += 1;
+                    report(&format!(
+                        "{}:{}: event time goes backwards ({} after {}); each input must be in time order, line skipped",
+                        r.name, r.line, ev.ts, r.last_ts
+                    ));
+                    continue;
+                }
+                r.last_ts = ev.ts;
+                ev.stream = r.stream;
+                r.head = Some(ev);
+                return;
+            }
+            Err(e) => {
+                summary.malformed += 1;
+                report(&format!(
+                    "{}:{}: malformed event, {e}; line skipped",
+                    r.name, r.line
+                ));
+            }
+        }
+    }
+}
+
+/// Arrival time for streams without a time field: the wall clock, made monotonic.
+struct ArrivalClock {
+    base: i64,
+    started: Instant,
+}
+
+impl ArrivalClock {
+    fn new() -> Self {
+        let base = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos() as i64)
+            .unwrap_or(0);
+        ArrivalClock {
+            base,
+            started: Instant::now(),
+        }
+    }
+    fn now(&self) -> i64 {
+        self.base + self.started.elapsed().as_nanos() as i64
+    }
+}
+
+/// Writes records as JSON lines.
+pub struct JsonLines<'w> {
+    out: &'w mut dyn Write,
+    buf: Vec<u8>,
+    error: Option<std::io::Error>,
+}
+
+impl JsonLines<'_> {
+    fn flush(&mut self) {
+        if self.error.is_none() {
+            if let Err(e) = self.out.write_all(&self.buf) {
+                self.error = Some(e);
+            }
+        }
+        self.buf.clear();
+    }
+}
+
+impl Output for JsonLines<'_> {
+    fn record(&mut self, r: &Record<'_>) {
+        r.write_json(&mut self.buf);
+        self.buf.push(b'\n');
+    }
+}

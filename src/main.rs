@@ -1,0 +1,154 @@
+//! The `kairos` command line. Thin: every command is a call into the library.
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use kairos::compile::load::{load, LoadError};
+use kairos::compile::CompileOptions;
+use kairos::engine::EngineOptions;
+use kairos::event::TimeUnit;
+use kairos::io::replay::{replay, Input};
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+#[derive(Parser)]
+#[command(
+    name = "kairos",
+    version,
+    about = "Complex event processing: patterns over event streams, decisions in microseconds"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Compile pattern files and report every error, or summarise what each pattern compiled to.
+    Check {
+        /// Pattern files, or directories of *.cep files.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Print only errors.
+        #[arg(long, short)]
+        quiet: bool,
+    },
+    /// Run patterns over recorded JSON-lines files (a backtest) and print the matches.
+    Replay {
+        /// Pattern files, or directories of *.cep files.
+        #[arg(long = "patterns", short = 'p', required = true)]
+        patterns: Vec<PathBuf>,
+        /// An input file, `STREAM=FILE` or `FILE` (when the patterns read one stream).
+        #[arg(long = "input", short = 'i', required = true)]
+        inputs: Vec<String>,
+        /// Where to write the records (default: standard output).
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+        /// Unit of numeric time fields and of `ts` in records: ms, us or ns.
+        #[arg(long, default_value = "ms")]
+        time_unit: String,
+        /// The most partial matches a key may hold; the oldest beyond it are evicted.
+        #[arg(long, default_value_t = EngineOptions::default().max_runs_per_key)]
+        max_runs_per_key: usize,
+        /// Do not print the summary line.
+        #[arg(long, short)]
+        quiet: bool,
+    },
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let code = match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("kairos: {e:#}");
+            2
+        }
+    };
+    std::process::exit(code);
+}
+
+fn compile_opts(unit: &str) -> Result<CompileOptions> {
+    let Some(unit) = TimeUnit::parse(unit) else {
+        bail!("--time-unit must be ms, us or ns, not `{unit}`");
+    };
+    Ok(CompileOptions { unit })
+}
+
+/// Loads patterns; compile errors are printed and give exit code 1.
+fn load_or_report(
+    paths: &[PathBuf],
+    opts: &CompileOptions,
+) -> Result<Option<kairos::compile::Program>> {
+    match load(paths, opts) {
+        Ok(p) => Ok(Some(p)),
+        Err(LoadError::Compile(d)) => {
+            eprintln!("{d}");
+            Ok(None)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn run(cli: Cli) -> Result<i32> {
+    match cli.cmd {
+        Cmd::Check { paths, quiet } => {
+            let Some(prog) = load_or_report(&paths, &CompileOptions::default())? else {
+                return Ok(1);
+            };
+            if !quiet {
+                print!("{}", prog.summary());
+            }
+            println!(
+                "ok: {} pattern{} compiled",
+                prog.patterns.len(),
+                if prog.patterns.len() == 1 { "" } else { "s" }
+            );
+            Ok(0)
+        }
+        Cmd::Replay {
+            patterns,
+            inputs,
+            output,
+            time_unit,
+            max_runs_per_key,
+            quiet,
+        } => {
+            let opts = compile_opts(&time_unit)?;
+            let Some(prog) = load_or_report(&patterns, &opts)? else {
+                return Ok(1);
+            };
+            if max_runs_per_key == 0 {
+                bail!("--max-runs-per-key must be at least 1");
+            }
+            let inputs: Vec<Input> = inputs.iter().map(|s| Input::parse(s)).collect();
+            let mut out: Box<dyn Write> = match &output {
+                Some(p) => Box::new(std::io::BufWriter::new(
+                    std::fs::File::create(p)
+                        .with_context(|| format!("cannot create {}", p.display()))?,
+                )),
+                None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+            };
+            let mut reported = 0u64;
+            let mut report = |line: &str| {
+                reported += 1;
+                if reported <= 100 {
+                    eprintln!("{line}");
+                } else if reported == 101 {
+                    eprintln!("(further input problems are counted in the summary, not listed)");
+                }
+            };
+            let summary = replay(
+                Arc::new(prog),
+                &inputs,
+                EngineOptions { max_runs_per_key },
+                &mut out,
+                &mut report,
+            )?;
+            if !quiet {
+                eprintln!("{summary}");
+            }
+            Ok(0)
+        }
+    }
+}
