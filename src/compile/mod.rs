@@ -117,13 +117,8 @@ pub fn compile(sources: &[Source<'_>], opts: &CompileOptions) -> Result<Program,
     let mut time_owner: Vec<Option<(String, Vec<String>)>> = Vec::new();
     let mut seen_names: FxHashMap<String, ()> = FxHashMap::default();
     for src in sources {
-        let decls = match lang::parse(src.file, src.text) {
-            Ok(d) => d,
-            Err(Diagnostics(mut d)) => {
-                diags.append(&mut d);
-                continue;
-            }
-        };
+        let (decls, mut parse_errors) = lang::parse_partial(src.file, src.text);
+        diags.append(&mut parse_errors);
         for decl in &decls {
             let mut cx = PatternCx::new(src, &mut prog, opts.unit);
             let compiled = cx.pattern(decl);
@@ -1008,6 +1003,21 @@ impl<'a, 'p> PatternCx<'a, 'p> {
             "key" if rest.is_empty() => return (CExpr::Key, Ty::Any),
             "ts" if rest.is_empty() => return (CExpr::Ts, Ty::Num),
             _ => {}
+        }
+        if sc.emit && !rest.is_empty() {
+            let steps: Vec<&str> = self
+                .names
+                .iter()
+                .zip(&self.roles)
+                .filter(|(_, r)| **r == NameRole::Step)
+                .map(|(n, _)| n.as_str())
+                .collect();
+            self.error_hint(
+                hspan,
+                format!("unknown step `{head}`"),
+                format!("the steps of this pattern are: {}", steps.join(", ")),
+            );
+            return (CExpr::Const(Default::default()), Ty::Any);
         }
         if sc.emit {
             self.error_hint(

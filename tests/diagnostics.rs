@@ -1,0 +1,185 @@
+//! Every kind of compile error is reported at its `file:line:col`, with a message that says what
+//! is wrong, and all errors of a file are reported together.
+
+use kairos::compile::{compile, CompileOptions, Source};
+
+/// Compiles `text` and returns its diagnostics as `line:col: message` strings.
+fn errors(text: &str) -> Vec<String> {
+    match compile(&[Source { file: "t.cep", text }], &CompileOptions::default()) {
+        Ok(_) => panic!("expected errors in:\n{text}"),
+        Err(d) => d
+            .0
+            .iter()
+            .map(|d| {
+                assert_eq!(d.file, "t.cep");
+                format!("{}:{}: {}", d.line, d.col, d.message)
+            })
+            .collect(),
+    }
+}
+
+fn one_error(text: &str, at: &str, contains: &str) {
+    let errs = errors(text);
+    assert!(
+        errs.iter().any(|e| e.starts_with(at) && e.contains(contains)),
+        "wanted an error at {at} containing {contains:?}, got {errs:#?}"
+    );
+}
+
+fn pat(body: &str) -> String {
+    format!("pattern p\n  from bets, payments\n  time ts\n{body}")
+}
+
+#[test]
+fn stream_not_in_from() {
+    one_error(
+        &pat("  match a -> b\n  define\n    a = trades(x > 1)\n  emit out {}\n"),
+        "6:9",
+        "stream `trades` is not named in `from`",
+    );
+}
+
+#[test]
+fn unknown_table_says_tables_are_not_configured() {
+    one_error(
+        &pat("  match a\n  emit out { t: lookup(customers, key).tier ?? \"x\" }\n"),
+        "5:24",
+        "no lookup tables are configured",
+    );
+    one_error(
+        &pat("  match a\n  define\n    a = (user in vips)\n  emit out {}\n"),
+        "6:18",
+        "unknown table `vips`",
+    );
+}
+
+#[test]
+fn type_errors_visible_at_compile_time() {
+    one_error(
+        &pat("  match a\n  define\n    a = (\"deposit\" > 5)\n  emit out {}\n"),
+        "6:10",
+        "cannot compare a string with a number",
+    );
+    one_error(
+        &pat("  match a\n  define\n    a = (amount + \"x\" > 5)\n  emit out {}\n"),
+        "6:19",
+        "`+` needs numbers",
+    );
+}
+
+#[test]
+fn condition_must_be_boolean() {
+    one_error(
+        &pat("  match a\n  define\n    a = (5 + 1)\n  emit out {}\n"),
+        "6:10",
+        "a condition must be true or false",
+    );
+}
+
+#[test]
+fn absence_needs_within() {
+    let text = "pattern p\n  from bets\n  match a -> !b\n  define\n    b = (x == 1)\n  emit out {}\n";
+    one_error(text, "3:14", "needs `within`");
+}
+
+#[test]
+fn duplicate_names() {
+    one_error(&pat("  match a -> a\n  emit out {}\n"), "4:14", "appears twice");
+    one_error(
+        &pat("  match a -> b\n  define\n    a = (x == 1)\n    a = (x == 2)\n  emit out {}\n"),
+        "7:5",
+        "defined twice",
+    );
+    one_error(
+        &pat("  match a\n  emit out { n: 1, n: 2 }\n"),
+        "5:20",
+        "emitted twice",
+    );
+    let two = format!("{}{}", pat("  match a\n  emit out {}\n"), pat("  match a\n  emit out {}\n"));
+    one_error(&two, "6:9", "already loaded");
+}
+
+#[test]
+fn shapes_flink_rejects() {
+    one_error(&pat("  match a b+ c?\n  emit out {}\n"), "4:14", "greedy loop cannot be directly followed by an optional");
+    one_error(
+        &pat("  match a b? !c -> d\n  define\n    c = (x == 1)\n  emit out {}\n"),
+        "4:11",
+        "optional step cannot be directly followed by a negation",
+    );
+    one_error(
+        &pat("  match a -> !c d\n  define\n    c = (x == 1)\n  emit out {}\n"),
+        "4:17",
+        "joins with `->` or `~>`",
+    );
+    one_error(
+        &pat("  match !c -> d\n  define\n    c = (x == 1)\n  emit out {}\n"),
+        "4:9",
+        "cannot start with a negation",
+    );
+    one_error(
+        &pat("  match a ~> !c -> d\n  define\n    c = (x == 1)\n  emit out {}\n"),
+        "4:11",
+        "cannot follow `~>`",
+    );
+    one_error(
+        &pat("  match a b until x\n  define\n    x = (y == 1)\n  emit out {}\n"),
+        "4:19",
+        "`until` needs a looping step",
+    );
+}
+
+#[test]
+fn unknown_steps_functions_and_reserved_words() {
+    one_error(&pat("  match a\n  emit out { n: q.amount }\n"), "5:17", "unknown step `q`");
+    one_error(&pat("  match a\n  emit out { n: count(q) }\n"), "5:23", "unknown step `q`");
+    one_error(&pat("  match a\n  emit out { n: frob(a.x) }\n"), "5:17", "unknown function `frob`");
+    one_error(&pat("  match a\n  emit out {}\n  skip to last q\n"), "6:16", "unknown step `q`");
+    one_error(&pat("  match a\n  define\n    q = (x > 1)\n  emit out {}\n"), "6:5", "defined but not used");
+}
+
+#[test]
+fn negation_without_definition() {
+    one_error(
+        &pat("  within 1m\n  match a -> !x\n  emit out {}\n"),
+        "5:15",
+        "negated step `x` has no definition",
+    );
+}
+
+#[test]
+fn syntax_errors_point_at_the_token() {
+    one_error(&pat("  match a ->\n  emit out {}\n"), "5:3", "expected a step after `->`");
+    one_error(&pat("  within 5\n  match a\n  emit out {}\n"), "4:10", "expected a duration");
+    one_error(&pat("  match a{3,1}\n  emit out {}\n"), "4:10", "maximum is below the minimum");
+    one_error(&pat("  match a\n  emit out { x: \"unterminated }\n"), "5:17", "unterminated string");
+    one_error(&pat("  match a\n  emit out { x: 1 }\n  skip sideways\n"), "6:8", "expected a skip strategy");
+    one_error(&pat("  match a\n  emit out { x: 1 }\n  frobnicate\n"), "6:3", "unknown clause");
+    one_error(&pat("  match a\n  emit out { x: 1 < 2 < 3 }\n"), "5:23", "comparisons do not chain");
+    one_error(&pat("  within 3fortnights\n  match a\n  emit out {}\n"), "4:10", "unknown duration unit");
+}
+
+#[test]
+fn on_timeout_needs_within() {
+    one_error(
+        &pat("  match a -> b\n  emit out {}\n  on timeout emit late {}\n"),
+        "6:3",
+        "needs `within`",
+    );
+}
+
+#[test]
+fn every_broken_block_is_reported() {
+    let text = "pattern a\n  from s\n  match x ->\n  emit o {}\npattern b\n  from s\n  match y\n  emit o { n: count(zz) }\npattern c\n  from s\n  match z\n  emit o {}\n";
+    let errs = errors(text);
+    assert_eq!(errs.len(), 2, "{errs:#?}");
+}
+
+#[test]
+fn display_has_file_line_col_and_caret() {
+    let text = "pattern p\n  from s\n  match a\n  emit o { n: count(q) }\n";
+    let err = compile(&[Source { file: "dir/x.cep", text }], &CompileOptions::default()).unwrap_err();
+    let shown = err.to_string();
+    assert!(shown.starts_with("dir/x.cep:4:21: error: unknown step `q`"), "{shown}");
+    assert!(shown.contains("4 |   emit o { n: count(q) }\n  |                     ^"), "{shown}");
+}
