@@ -5,23 +5,30 @@ use kairos::compile::{compile, CompileOptions, Source};
 
 /// Compiles `text` and returns its diagnostics as `line:col: message` strings.
 fn errors(text: &str) -> Vec<String> {
-    match compile(&[Source { file: "t.cep", text }], &CompileOptions::default()) {
+    match compile(
+        &[Source {
+            file: "t.cep",
+            text,
+        }],
+        &CompileOptions::default(),
+    ) {
         Ok(_) => panic!("expected errors in:\n{text}"),
-        Err(d) => d
-            .0
-            .iter()
-            .map(|d| {
-                assert_eq!(d.file, "t.cep");
-                format!("{}:{}: {}", d.line, d.col, d.message)
-            })
-            .collect(),
+        Err(d) => {
+            d.0.iter()
+                .map(|d| {
+                    assert_eq!(d.file, "t.cep");
+                    format!("{}:{}: {}", d.line, d.col, d.message)
+                })
+                .collect()
+        }
     }
 }
 
 fn one_error(text: &str, at: &str, contains: &str) {
     let errs = errors(text);
     assert!(
-        errs.iter().any(|e| e.starts_with(at) && e.contains(contains)),
+        errs.iter()
+            .any(|e| e.starts_with(at) && e.contains(contains)),
         "wanted an error at {at} containing {contains:?}, got {errs:#?}"
     );
 }
@@ -78,13 +85,18 @@ fn condition_must_be_boolean() {
 
 #[test]
 fn absence_needs_within() {
-    let text = "pattern p\n  from bets\n  match a -> !b\n  define\n    b = (x == 1)\n  emit out {}\n";
+    let text =
+        "pattern p\n  from bets\n  match a -> !b\n  define\n    b = (x == 1)\n  emit out {}\n";
     one_error(text, "3:14", "needs `within`");
 }
 
 #[test]
 fn duplicate_names() {
-    one_error(&pat("  match a -> a\n  emit out {}\n"), "4:14", "appears twice");
+    one_error(
+        &pat("  match a -> a\n  emit out {}\n"),
+        "4:14",
+        "appears twice",
+    );
     one_error(
         &pat("  match a -> b\n  define\n    a = (x == 1)\n    a = (x == 2)\n  emit out {}\n"),
         "7:5",
@@ -95,13 +107,21 @@ fn duplicate_names() {
         "5:20",
         "emitted twice",
     );
-    let two = format!("{}{}", pat("  match a\n  emit out {}\n"), pat("  match a\n  emit out {}\n"));
+    let two = format!(
+        "{}{}",
+        pat("  match a\n  emit out {}\n"),
+        pat("  match a\n  emit out {}\n")
+    );
     one_error(&two, "6:9", "already loaded");
 }
 
 #[test]
 fn shapes_flink_rejects() {
-    one_error(&pat("  match a b+ c?\n  emit out {}\n"), "4:14", "greedy loop cannot be directly followed by an optional");
+    one_error(
+        &pat("  match a b+ c?\n  emit out {}\n"),
+        "4:14",
+        "greedy loop cannot be directly followed by an optional",
+    );
     one_error(
         &pat("  match a b? !c -> d\n  define\n    c = (x == 1)\n  emit out {}\n"),
         "4:11",
@@ -131,11 +151,31 @@ fn shapes_flink_rejects() {
 
 #[test]
 fn unknown_steps_functions_and_reserved_words() {
-    one_error(&pat("  match a\n  emit out { n: q.amount }\n"), "5:17", "unknown step `q`");
-    one_error(&pat("  match a\n  emit out { n: count(q) }\n"), "5:23", "unknown step `q`");
-    one_error(&pat("  match a\n  emit out { n: frob(a.x) }\n"), "5:17", "unknown function `frob`");
-    one_error(&pat("  match a\n  emit out {}\n  skip to last q\n"), "6:16", "unknown step `q`");
-    one_error(&pat("  match a\n  define\n    q = (x > 1)\n  emit out {}\n"), "6:5", "defined but not used");
+    one_error(
+        &pat("  match a\n  emit out { n: q.amount }\n"),
+        "5:17",
+        "unknown step `q`",
+    );
+    one_error(
+        &pat("  match a\n  emit out { n: count(q) }\n"),
+        "5:23",
+        "unknown step `q`",
+    );
+    one_error(
+        &pat("  match a\n  emit out { n: frob(a.x) }\n"),
+        "5:17",
+        "unknown function `frob`",
+    );
+    one_error(
+        &pat("  match a\n  emit out {}\n  skip to last q\n"),
+        "6:16",
+        "unknown step `q`",
+    );
+    one_error(
+        &pat("  match a\n  define\n    q = (x > 1)\n  emit out {}\n"),
+        "6:5",
+        "defined but not used",
+    );
 }
 
 #[test]
@@ -149,14 +189,46 @@ fn negation_without_definition() {
 
 #[test]
 fn syntax_errors_point_at_the_token() {
-    one_error(&pat("  match a ->\n  emit out {}\n"), "5:3", "expected a step after `->`");
-    one_error(&pat("  within 5\n  match a\n  emit out {}\n"), "4:10", "expected a duration");
-    one_error(&pat("  match a{3,1}\n  emit out {}\n"), "4:10", "maximum is below the minimum");
-    one_error(&pat("  match a\n  emit out { x: \"unterminated }\n"), "5:17", "unterminated string");
-    one_error(&pat("  match a\n  emit out { x: 1 }\n  skip sideways\n"), "6:8", "expected a skip strategy");
-    one_error(&pat("  match a\n  emit out { x: 1 }\n  frobnicate\n"), "6:3", "unknown clause");
-    one_error(&pat("  match a\n  emit out { x: 1 < 2 < 3 }\n"), "5:23", "comparisons do not chain");
-    one_error(&pat("  within 3fortnights\n  match a\n  emit out {}\n"), "4:10", "unknown duration unit");
+    one_error(
+        &pat("  match a ->\n  emit out {}\n"),
+        "5:3",
+        "expected a step after `->`",
+    );
+    one_error(
+        &pat("  within 5\n  match a\n  emit out {}\n"),
+        "4:10",
+        "expected a duration",
+    );
+    one_error(
+        &pat("  match a{3,1}\n  emit out {}\n"),
+        "4:10",
+        "maximum is below the minimum",
+    );
+    one_error(
+        &pat("  match a\n  emit out { x: \"unterminated }\n"),
+        "5:17",
+        "unterminated string",
+    );
+    one_error(
+        &pat("  match a\n  emit out { x: 1 }\n  skip sideways\n"),
+        "6:8",
+        "expected a skip strategy",
+    );
+    one_error(
+        &pat("  match a\n  emit out { x: 1 }\n  frobnicate\n"),
+        "6:3",
+        "unknown clause",
+    );
+    one_error(
+        &pat("  match a\n  emit out { x: 1 < 2 < 3 }\n"),
+        "5:23",
+        "comparisons do not chain",
+    );
+    one_error(
+        &pat("  within 3fortnights\n  match a\n  emit out {}\n"),
+        "4:10",
+        "unknown duration unit",
+    );
 }
 
 #[test]
@@ -178,8 +250,21 @@ fn every_broken_block_is_reported() {
 #[test]
 fn display_has_file_line_col_and_caret() {
     let text = "pattern p\n  from s\n  match a\n  emit o { n: count(q) }\n";
-    let err = compile(&[Source { file: "dir/x.cep", text }], &CompileOptions::default()).unwrap_err();
+    let err = compile(
+        &[Source {
+            file: "dir/x.cep",
+            text,
+        }],
+        &CompileOptions::default(),
+    )
+    .unwrap_err();
     let shown = err.to_string();
-    assert!(shown.starts_with("dir/x.cep:4:21: error: unknown step `q`"), "{shown}");
-    assert!(shown.contains("4 |   emit o { n: count(q) }\n  |                     ^"), "{shown}");
+    assert!(
+        shown.starts_with("dir/x.cep:4:21: error: unknown step `q`"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("4 |   emit o { n: count(q) }\n  |                     ^"),
+        "{shown}"
+    );
 }

@@ -95,9 +95,33 @@ pub struct KeyState {
 /// The state of one pattern: its keys and their timers.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct PatternState {
+    #[serde(with = "pairs")]
     pub keys: FxHashMap<Value, KeyState>,
     timers: BinaryHeap<Reverse<Timer>>,
     timer_seq: u64,
+}
+
+/// Serializes a map keyed by values as a list of pairs: formats such as JSON only allow string
+/// keys.
+mod pairs {
+    use super::{KeyState, Value};
+    use rustc_hash::FxHashMap;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(
+        m: &FxHashMap<Value, KeyState>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        let v: Vec<(&Value, &KeyState)> = m.iter().collect();
+        v.serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<FxHashMap<Value, KeyState>, D::Error> {
+        let v: Vec<(Value, KeyState)> = Vec::deserialize(d)?;
+        Ok(v.into_iter().collect())
+    }
 }
 
 /// A key's window deadline in the timer queue, ordered by time then by insertion.
@@ -137,19 +161,36 @@ struct Scratch {
     values: Vec<Value>,
 }
 
+/// Everything an engine remembers between events: plain data, serializable, so that it can be
+/// snapshotted and restored.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct EngineState {
+    /// Input position of the last event processed.
+    pub position: u64,
+    /// By pattern, in the program's order.
+    pub patterns: Vec<PatternState>,
+}
+
+/// A snapshot that does not fit the engine's program.
+#[derive(Debug, thiserror::Error)]
+#[error("the state holds {found} patterns but the program has {expected}")]
+pub struct StateMismatch {
+    pub found: usize,
+    pub expected: usize,
+}
+
 /// Runs a [`Program`] over events, one thread.
 pub struct Engine {
     prog: Arc<Program>,
     opts: EngineOptions,
-    states: Vec<PatternState>,
+    state: EngineState,
     scratch: Scratch,
-    seq: u64,
     stats: EngineStats,
 }
 
 impl Engine {
     pub fn new(prog: Arc<Program>, opts: EngineOptions) -> Self {
-        let states = prog
+        let patterns = prog
             .patterns
             .iter()
             .map(|_| PatternState::default())
@@ -157,9 +198,11 @@ impl Engine {
         Engine {
             prog,
             opts,
-            states,
+            state: EngineState {
+                position: 0,
+                patterns,
+            },
             scratch: Scratch::default(),
-            seq: 0,
             stats: EngineStats::default(),
         }
     }
@@ -170,9 +213,15 @@ impl Engine {
 
     pub fn stats(&self) -> EngineStats {
         let mut s = self.stats.clone();
-        s.live_keys = self.states.iter().map(|p| p.keys.len() as u64).sum();
+        s.live_keys = self
+            .state
+            .patterns
+            .iter()
+            .map(|p| p.keys.len() as u64)
+            .sum();
         s.live_runs = self
-            .states
+            .state
+            .patterns
             .iter()
             .flat_map(|p| p.keys.values())
             .map(|k| k.runs.len() as u64)
@@ -180,24 +229,29 @@ impl Engine {
         s
     }
 
-    /// The state of every pattern: plain data, serializable.
-    pub fn state(&self) -> &[PatternState] {
-        &self.states
+    /// The engine's state: plain data, serializable.
+    pub fn state(&self) -> &EngineState {
+        &self.state
     }
 
     /// Restores state taken with [`Engine::state`] from an engine of the same program.
-    pub fn restore(&mut self, states: Vec<PatternState>) {
-        if states.len() == self.states.len() {
-            self.states = states;
+    pub fn restore(&mut self, state: EngineState) -> Result<(), StateMismatch> {
+        if state.patterns.len() != self.prog.patterns.len() {
+            return Err(StateMismatch {
+                found: state.patterns.len(),
+                expected: self.prog.patterns.len(),
+            });
         }
+        self.state = state;
+        Ok(())
     }
 
     /// Processes one event: closes the windows that its time passes, then advances the partial
     /// matches of its key in every pattern that reads its stream. Assigns `ev.seq`.
     // HOT PATH
     pub fn process(&mut self, ev: &mut Event, out: &mut dyn Output) {
-        self.seq += 1;
-        ev.seq = self.seq;
+        self.state.position += 1;
+        ev.seq = self.state.position;
         self.stats.events += 1;
         let ev: &Event = ev;
         let mut shared: Option<Arc<Event>> = None;
@@ -207,7 +261,7 @@ impl Engine {
                 continue;
             }
             let now = if p.event_time { ev.ts } else { ev.arrival };
-            let st = &mut self.states[pi];
+            let st = &mut self.state.patterns[pi];
             fire_timers(p, prog, st, now, &mut self.scratch, &mut self.stats, out);
             let key = match &p.key {
                 None => Value::Null,
@@ -271,7 +325,7 @@ impl Engine {
             fire_timers(
                 p,
                 prog,
-                &mut self.states[pi],
+                &mut self.state.patterns[pi],
                 now,
                 &mut self.scratch,
                 &mut self.stats,

@@ -30,7 +30,12 @@ pub fn parse(file: &str, source: &str) -> Result<Vec<ast::PatternDecl>, Diagnost
 pub fn parse_partial(file: &str, source: &str) -> (Vec<ast::PatternDecl>, Vec<Diagnostic>) {
     let toks = match lexer::lex(source) {
         Ok(t) => t,
-        Err(e) => return (Vec::new(), vec![Diagnostic::at(file, source, e.span, e.message)]),
+        Err(e) => {
+            return (
+                Vec::new(),
+                vec![Diagnostic::at(file, source, e.span, e.message)],
+            )
+        }
     };
     let (pats, errs) = parser::Parser::new(&toks).parse_file();
     let diags = errs
