@@ -143,9 +143,11 @@ pub enum CExpr {
         count: u32,
         with_current: bool,
     },
-    /// `collect(step.expr)`: walks the partial match.
+    /// `collect(step.expr)`: walks the partial match, reading the value captured when each event
+    /// of `name` was bound (`capture` is its index among the captures of `name`).
     Collect {
         name: NameId,
+        capture: u32,
         expr: Box<CExpr>,
         with_current: bool,
     },
@@ -230,21 +232,16 @@ impl CExpr {
             }
             CExpr::Collect {
                 name,
+                capture,
                 expr,
                 with_current,
             } => {
                 let mut items = Vec::new();
                 let mut node = cx.node;
+                let at = cx.aggs.len() + *capture as usize;
                 while let Some(n) = node {
                     if n.name == *name {
-                        let sub = EvalCtx {
-                            ev: Some(&n.event),
-                            ts: cx.ts,
-                            key: cx.key,
-                            node: None,
-                            aggs: cx.aggs,
-                        };
-                        items.push(expr.eval(&sub).into_owned());
+                        items.push(n.vals.get(at).cloned().flatten().unwrap_or_default());
                     }
                     node = n.prev.as_deref();
                 }
@@ -301,7 +298,7 @@ fn agg_value(cx: &EvalCtx<'_>, idx: u32, with_current: bool) -> Value {
     let spec = &cx.aggs[idx as usize];
     let acc = cx
         .node
-        .and_then(|n| n.aggs.get(idx as usize))
+        .and_then(|n| n.vals.get(idx as usize))
         .cloned()
         .flatten();
     if with_current {

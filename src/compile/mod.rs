@@ -61,7 +61,14 @@ pub struct CompiledPattern {
     pub conds: Vec<CExpr>,
     /// Whether each condition reads only the current event, so it can be cached per event.
     pub event_local: Vec<bool>,
+    /// For a condition that reads partial-match state: the conjuncts that read only the current
+    /// event. They are computed once per event, so that a partial match the event cannot advance
+    /// is rejected without touching its history.
+    pub guards: Vec<Option<CExpr>>,
     pub aggs: Vec<AggSpec>,
+    /// Values that `collect()` reads from bound events, computed when an event of the name is
+    /// bound (so that the event itself need not be kept).
+    pub captures: Vec<(NameId, CExpr)>,
     pub nfa: Nfa,
     pub emit: EmitSpec,
     pub on_timeout: Option<EmitSpec>,
@@ -265,6 +272,7 @@ struct PatternCx<'a, 'p> {
     roles: Vec<NameRole>,
     name_spans: Vec<Span>,
     aggs: Vec<AggSpec>,
+    captures: Vec<(NameId, CExpr)>,
 }
 
 impl<'a, 'p> PatternCx<'a, 'p> {
@@ -278,6 +286,7 @@ impl<'a, 'p> PatternCx<'a, 'p> {
             roles: Vec::new(),
             name_spans: Vec::new(),
             aggs: Vec::new(),
+            captures: Vec::new(),
         }
     }
 
@@ -528,6 +537,7 @@ impl<'a, 'p> PatternCx<'a, 'p> {
         let elems = elems?;
         let nfa = nfa::build(&elems, d.within.is_some(), &self.names);
         let event_local = conds.iter().map(CExpr::is_event_local).collect();
+        let guards = conds.iter().map(local_guard).collect();
         Some(CompiledPattern {
             name: d.name.name.clone(),
             reads,
@@ -538,7 +548,9 @@ impl<'a, 'p> PatternCx<'a, 'p> {
             roles: self.roles.clone(),
             conds,
             event_local,
+            guards,
             aggs: std::mem::take(&mut self.aggs),
+            captures: std::mem::take(&mut self.captures),
             nfa,
             emit,
             on_timeout,
@@ -760,6 +772,18 @@ impl<'a, 'p> PatternCx<'a, 'p> {
         } else {
             None
         }
+    }
+
+    /// Registers a value to capture from events bound to `name`; returns its index among the
+    /// captures of that name.
+    fn add_capture(&mut self, name: NameId, expr: CExpr) -> u32 {
+        let same_name = self.captures.iter().filter(|c| c.0 == name);
+        if let Some(i) = same_name.clone().position(|c| c.1 == expr) {
+            return i as u32;
+        }
+        let i = same_name.count() as u32;
+        self.captures.push((name, expr));
+        i
     }
 
     fn add_agg(&mut self, spec: AggSpec) -> u32 {
@@ -1236,14 +1260,18 @@ impl<'a, 'p> PatternCx<'a, 'p> {
                 );
                 let with_current = sc.own == Some(step);
                 match name {
-                    "collect" => (
-                        CExpr::Collect {
-                            name: step,
-                            expr: Box::new(value),
-                            with_current,
-                        },
-                        Ty::List,
-                    ),
+                    "collect" => {
+                        let capture = self.add_capture(step, value.clone());
+                        (
+                            CExpr::Collect {
+                                name: step,
+                                capture,
+                                expr: Box::new(value),
+                                with_current,
+                            },
+                            Ty::List,
+                        )
+                    }
                     "avg" => {
                         let sum = self.add_agg(AggSpec {
                             name: step,
@@ -1402,6 +1430,28 @@ impl<'a, 'p> PatternCx<'a, 'p> {
         walk(self, e, &mut found);
         found.filter(|id| self.roles[*id as usize] == NameRole::Step)
     }
+}
+
+/// The event-local conjuncts of a condition that is not event-local as a whole.
+fn local_guard(cond: &CExpr) -> Option<CExpr> {
+    fn conjuncts<'a>(c: &'a CExpr, out: &mut Vec<&'a CExpr>) {
+        match c {
+            CExpr::And(a, b) => {
+                conjuncts(a, out);
+                conjuncts(b, out);
+            }
+            other => out.push(other),
+        }
+    }
+    if cond.is_event_local() {
+        return None;
+    }
+    let mut all = Vec::new();
+    conjuncts(cond, &mut all);
+    all.into_iter()
+        .filter(|c| c.is_event_local())
+        .cloned()
+        .reduce(|a, b| CExpr::And(Box::new(a), Box::new(b)))
 }
 
 impl Program {

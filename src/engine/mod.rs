@@ -82,14 +82,28 @@ pub struct Run {
     pub start_seq: u64,
 }
 
+/// The partial matches of a key.
+pub type Runs = smallvec::SmallVec<[Run; 2]>;
+
 /// The partial matches of one key.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct KeyState {
-    pub runs: Vec<Run>,
+    /// Inline for the usual one or two, so that reaching them costs no pointer chase.
+    pub runs: Runs,
     /// Earliest window close among the runs (ns), `i64::MAX` if none.
     next_close: i64,
     /// The deadline this key has in the timer queue, `i64::MAX` if none.
     scheduled: i64,
+}
+
+impl Default for KeyState {
+    fn default() -> Self {
+        KeyState {
+            runs: Runs::new(),
+            next_close: i64::MAX,
+            scheduled: i64::MAX,
+        }
+    }
 }
 
 /// The state of one pattern: its keys and their timers.
@@ -159,6 +173,9 @@ struct Scratch {
     matches: Vec<Run>,
     cond_cache: Vec<u8>,
     values: Vec<Value>,
+    /// A key state for keys seen for the first time: inserted into the map only if the event
+    /// leaves a partial match open, so that events which start nothing cost no insert.
+    fresh: KeyState,
 }
 
 /// Everything an engine remembers between events: plain data, serializable, so that it can be
@@ -254,7 +271,6 @@ impl Engine {
         ev.seq = self.state.position;
         self.stats.events += 1;
         let ev: &Event = ev;
-        let mut shared: Option<Arc<Event>> = None;
         let prog = &*self.prog;
         for (pi, p) in prog.patterns.iter().enumerate() {
             if !p.reads.get(ev.stream as usize).copied().unwrap_or(false) {
@@ -276,43 +292,61 @@ impl Engine {
                     k.eval(&cx).into_owned()
                 }
             };
-            let ks = match st.keys.get_mut(&key) {
-                Some(ks) => ks,
-                None => st.keys.entry(key.clone()).or_insert_with(|| KeyState {
-                    runs: Vec::new(),
-                    next_close: i64::MAX,
-                    scheduled: i64::MAX,
-                }),
-            };
-            if ks.next_close <= now {
-                advance_key(
+            let PatternState {
+                keys,
+                timers,
+                timer_seq,
+            } = st;
+            if let Some(ks) = keys.get_mut(&key) {
+                if ks.next_close <= now {
+                    advance_key(
+                        p,
+                        prog,
+                        ks,
+                        &key,
+                        now,
+                        &mut self.scratch,
+                        &mut self.stats,
+                        out,
+                    );
+                }
+                process_key(
                     p,
                     prog,
                     ks,
                     &key,
+                    ev,
                     now,
+                    &self.opts,
                     &mut self.scratch,
                     &mut self.stats,
                     out,
                 );
-            }
-            process_key(
-                p,
-                prog,
-                ks,
-                &key,
-                ev,
-                now,
-                &mut shared,
-                &self.opts,
-                &mut self.scratch,
-                &mut self.stats,
-                out,
-            );
-            if ks.runs.is_empty() {
-                st.keys.remove(&key);
+                if ks.runs.is_empty() {
+                    keys.remove(&key);
+                } else {
+                    schedule(timers, timer_seq, ks, &key);
+                }
             } else {
-                schedule(st, &key);
+                let mut ks = std::mem::take(&mut self.scratch.fresh);
+                process_key(
+                    p,
+                    prog,
+                    &mut ks,
+                    &key,
+                    ev,
+                    now,
+                    &self.opts,
+                    &mut self.scratch,
+                    &mut self.stats,
+                    out,
+                );
+                if ks.runs.is_empty() {
+                    self.scratch.fresh = ks;
+                } else {
+                    schedule(timers, timer_seq, &mut ks, &key);
+                    keys.insert(key, ks);
+                }
             }
         }
     }
@@ -341,14 +375,19 @@ impl Engine {
     }
 }
 
-fn schedule(st: &mut PatternState, key: &Value) {
-    let ks = st.keys.get_mut(key).expect("scheduled keys exist");
+/// Puts the key's earliest window close in the timer queue, unless an earlier entry is there.
+fn schedule(
+    timers: &mut BinaryHeap<Reverse<Timer>>,
+    timer_seq: &mut u64,
+    ks: &mut KeyState,
+    key: &Value,
+) {
     if ks.next_close != i64::MAX && ks.next_close < ks.scheduled {
         ks.scheduled = ks.next_close;
-        st.timer_seq += 1;
-        st.timers.push(Reverse(Timer {
+        *timer_seq += 1;
+        timers.push(Reverse(Timer {
             at: ks.next_close,
-            seq: st.timer_seq,
+            seq: *timer_seq,
             key: key.clone(),
         }));
     }
@@ -380,7 +419,7 @@ fn fire_timers(
         if ks.runs.is_empty() {
             st.keys.remove(&key);
         } else {
-            schedule(st, &key);
+            schedule(&mut st.timers, &mut st.timer_seq, ks, &key);
         }
     }
 }
@@ -433,17 +472,21 @@ fn advance_key(
             }
         }
         expiring.retain(|r| p.nfa.states[r.state as usize].kind == StateKind::Pending);
-        emit_matches(
-            p,
-            prog,
-            &mut expiring,
-            &mut ks.runs,
-            key,
-            ts,
-            scratch,
-            stats,
-            out,
-        );
+        if !expiring.is_empty() {
+            let mut open: Vec<Run> = ks.runs.drain(..).collect();
+            emit_matches(
+                p,
+                prog,
+                &mut expiring,
+                &mut open,
+                key,
+                ts,
+                scratch,
+                stats,
+                out,
+            );
+            ks.runs.extend(open);
+        }
         scratch.matches = expiring;
     }
     ks.next_close = ks
@@ -472,6 +515,21 @@ fn holds(c: &Cond, p: &CompiledPattern, cx: &EvalCtx<'_>, cache: &mut [u8]) -> b
                     }
                 }
             } else {
+                if let Some(g) = &p.guards[i] {
+                    let slot = p.conds.len() + i;
+                    let pass = match cache[slot] {
+                        1 => false,
+                        2 => true,
+                        _ => {
+                            let r = g.test(cx);
+                            cache[slot] = if r { 2 } else { 1 };
+                            r
+                        }
+                    };
+                    if !pass {
+                        return false;
+                    }
+                }
                 p.conds[i].test(cx)
             }
         }
@@ -497,7 +555,6 @@ fn process_key(
     key: &Value,
     ev: &Event,
     now: i64,
-    shared: &mut Option<Arc<Event>>,
     opts: &EngineOptions,
     scratch: &mut Scratch,
     stats: &mut EngineStats,
@@ -505,22 +562,29 @@ fn process_key(
 ) {
     let nfa = &p.nfa;
     scratch.cond_cache.clear();
-    scratch.cond_cache.resize(p.conds.len(), 0);
+    scratch.cond_cache.resize(2 * p.conds.len(), 0);
     let mut new_runs = std::mem::take(&mut scratch.new_runs);
     let mut matches = std::mem::take(&mut scratch.matches);
     let mut from_one = std::mem::take(&mut scratch.from_one);
     new_runs.clear();
     matches.clear();
     let ts_unit = prog.unit.from_nanos(now);
-    let runs = std::mem::take(&mut ks.runs);
+    let mut runs = std::mem::take(&mut ks.runs);
     let start = Run {
         state: nfa.start,
         path: None,
         start_ts: 0,
         start_seq: 0,
     };
-    for (ri, run) in runs.iter().chain(std::iter::once(&start)).enumerate() {
-        let is_start = ri == runs.len();
+    let nruns = runs.len();
+    for ri in 0..=nruns {
+        let is_start = ri == nruns;
+        let owned = if is_start {
+            start.clone()
+        } else {
+            std::mem::replace(&mut runs[ri], start.clone())
+        };
+        let run = &owned;
         let cx = EvalCtx {
             ev: Some(ev),
             ts: ts_unit,
@@ -564,6 +628,17 @@ fn process_key(
         if scratch.edges.is_empty() {
             continue;
         }
+        if let [(Action::Ignore, target, _)] = scratch.edges[..] {
+            // The usual case of a run the event does not advance: move it on without touching
+            // its history (no reference count traffic on the path).
+            if !is_start && nfa.states[target as usize].kind != StateKind::Final {
+                new_runs.push(Run {
+                    state: target,
+                    ..owned
+                });
+                continue;
+            }
+        }
         from_one.clear();
         let mut discard = false;
         for &(action, target, bind) in scratch.edges.iter() {
@@ -591,35 +666,32 @@ fn process_key(
                         continue;
                     }
                     let name = bind.unwrap_or(0);
-                    let event = shared.get_or_insert_with(|| Arc::new(ev.clone())).clone();
-                    let aggs: Box<[Option<Value>]> = if p.aggs.is_empty() {
-                        Box::new([])
-                    } else {
-                        let cur = EvalCtx {
-                            ev: Some(ev),
-                            ts: ts_unit,
-                            key,
-                            node: None,
-                            aggs: &p.aggs,
-                        };
-                        p.aggs
-                            .iter()
-                            .enumerate()
-                            .map(|(i, spec)| {
-                                let prev = run.path.as_ref().and_then(|n| n.aggs[i].clone());
-                                if spec.name == name {
-                                    spec.fold(&prev, &spec.expr.eval(&cur))
-                                } else {
-                                    prev
-                                }
-                            })
-                            .collect()
+                    let cur = EvalCtx {
+                        ev: Some(ev),
+                        ts: ts_unit,
+                        key,
+                        node: None,
+                        aggs: &p.aggs,
                     };
+                    let mut vals = path::NodeValues::new();
+                    for (i, spec) in p.aggs.iter().enumerate() {
+                        let prev = run.path.as_ref().and_then(|n| n.vals[i].as_ref());
+                        vals.push(if spec.name == name {
+                            spec.fold(&prev.cloned(), &spec.expr.eval(&cur))
+                        } else {
+                            prev.cloned()
+                        });
+                    }
+                    for (n, e) in &p.captures {
+                        if *n == name {
+                            vals.push(Some(e.eval(&cur).into_owned()));
+                        }
+                    }
                     let node = Arc::new(PathNode {
                         name,
-                        event,
+                        seq: ev.seq,
                         prev: run.path.clone(),
-                        aggs,
+                        vals,
                     });
                     let (start_ts, start_seq) = if is_start {
                         (now, ev.seq)
@@ -652,7 +724,6 @@ fn process_key(
             new_runs.append(&mut from_one);
         }
     }
-    drop(runs);
     emit_matches(
         p,
         prog,
@@ -675,8 +746,9 @@ fn process_key(
         .map(|r| window_close(p, r))
         .min()
         .unwrap_or(i64::MAX);
-    ks.runs = new_runs;
-    scratch.new_runs = Vec::new();
+    ks.runs.clear();
+    ks.runs.extend(new_runs.drain(..));
+    scratch.new_runs = new_runs;
     scratch.matches = matches;
     scratch.from_one = from_one;
 }
@@ -749,7 +821,7 @@ fn tie_key(r: &Run) -> Vec<(u64, NameId)> {
     let mut v = Vec::new();
     let mut n = r.path.as_deref();
     while let Some(x) = n {
-        v.push((x.event.seq, x.name));
+        v.push((x.seq, x.name));
         n = x.prev.as_deref();
     }
     v.reverse();
@@ -836,7 +908,7 @@ fn pruning(skip: SkipStrategy, m: &Run) -> Option<Prune> {
         let mut v = Vec::new();
         let mut n = Some(nodes);
         while let Some(x) = n {
-            v.push((x.event.seq, x.name));
+            v.push((x.seq, x.name));
             n = x.prev.as_deref();
         }
         v

@@ -123,6 +123,8 @@ struct Reader {
     line: u64,
     decoder: JsonDecoder,
     stream: u16,
+    /// Whether a pattern reading this input uses arrival time (so the clock must be read).
+    needs_arrival: bool,
     last_ts: i64,
     head: Option<Event>,
 }
@@ -206,6 +208,11 @@ fn open_inputs(prog: &Program, inputs: &[Input]) -> Result<Vec<Reader>, ReplayEr
             }
         };
         let time_slot = prog.time_slots.get(stream).copied().flatten();
+        let needs_arrival = time_slot.is_none()
+            || prog
+                .patterns
+                .iter()
+                .any(|p| !p.event_time && p.reads.get(stream).copied().unwrap_or(false));
         readers.push(Reader {
             name: inp.path.display().to_string(),
             data: Data::open(&inp.path)?,
@@ -213,6 +220,7 @@ fn open_inputs(prog: &Program, inputs: &[Input]) -> Result<Vec<Reader>, ReplayEr
             line: 0,
             decoder: JsonDecoder::new(&prog.fields, time_slot, prog.unit),
             stream: stream as u16,
+            needs_arrival,
             last_ts: i64::MIN,
             head: Some(Event::with_slots(prog.fields.len())),
         });
@@ -238,7 +246,8 @@ fn advance(
         if line.iter().all(|b| b.is_ascii_whitespace()) {
             continue;
         }
-        match r.decoder.decode(line, clock.now(), &mut ev) {
+        let arrival = if r.needs_arrival { clock.now() } else { 0 };
+        match r.decoder.decode(line, arrival, &mut ev) {
             Ok(()) => {
                 if ev.ts < r.last_ts {
                     summary.late += 1;
