@@ -24,3 +24,8 @@ pub mod engine;
 pub mod event;
 pub mod io;
 pub mod lang;
+
+/// The README's examples, compiled and run as documentation tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -17,6 +17,14 @@ pub struct DecodeError {
     pub message: String,
 }
 
+#[inline(always)]
+fn pad16(b: &[u8]) -> u128 {
+    let mut buf = [0u8; 16];
+    let n = b.len().min(16);
+    buf[..n].copy_from_slice(&b[..n]);
+    u128::from_le_bytes(buf)
+}
+
 #[derive(Debug, Default, Clone)]
 struct Trie {
     /// (field name, slot for the value itself, nested fields)
@@ -44,9 +52,18 @@ impl Trie {
         }
     }
 
+    // HOT PATH: called for every key of every object. Short names compare as two integers
+    // instead of through `memcmp`.
     #[inline]
     fn get(&self, key: &[u8]) -> Option<&(Box<[u8]>, Option<usize>, Option<Box<Trie>>)> {
-        self.fields.iter().find(|f| &*f.0 == key)
+        if key.len() <= 16 {
+            let k = pad16(key);
+            self.fields
+                .iter()
+                .find(|f| f.0.len() == key.len() && pad16(&f.0) == k)
+        } else {
+            self.fields.iter().find(|f| &*f.0 == key)
+        }
     }
 }
 
@@ -283,7 +300,12 @@ impl<'a> Cursor<'a> {
         let raw = &self.b[start..end];
         if !escaped && ascii {
             // SAFETY: every byte is below 0x80, so the bytes are ASCII and therefore UTF-8.
-            return Ok(SmolStr::new(unsafe { std::str::from_utf8_unchecked(raw) }));
+            let text = unsafe { std::str::from_utf8_unchecked(raw) };
+            return Ok(if text.len() <= 23 {
+                SmolStr::new_inline(text)
+            } else {
+                SmolStr::new(text)
+            });
         }
         if !escaped {
             return std::str::from_utf8(raw)
