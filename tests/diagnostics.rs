@@ -268,3 +268,72 @@ fn display_has_file_line_col_and_caret() {
         "{shown}"
     );
 }
+
+#[test]
+fn deep_nesting_is_an_error_not_a_crash() {
+    for (open, close) in [("(", ")"), ("[", "]"), ("not ", ""), ("-", "")] {
+        let deep = format!("{}1{}", open.repeat(5000), close.repeat(5000));
+        let text = format!(
+            "pattern p\n  from s\n  match a\n  define\n    a = ({deep} == 1)\n  emit o {{}}\n"
+        );
+        let errs = errors(&text);
+        assert!(
+            errs.iter().any(|e| e.contains("nested more than")),
+            "{errs:?}"
+        );
+    }
+    let groups = format!(
+        "pattern p\n  from s\n  match {}a{}\n  emit o {{}}\n",
+        "(".repeat(5000),
+        ")".repeat(5000)
+    );
+    assert!(errors(&groups)
+        .iter()
+        .any(|e| e.contains("nested more than")));
+}
+
+#[test]
+fn long_operator_chains_are_bounded_too() {
+    for op in [" + ", " or ", " ?? ", " * ", "."] {
+        let chain = vec!["x"; 5000].join(op);
+        let text = format!(
+            "pattern p\n  from s\n  match a\n  define\n    a = ({chain} == 1)\n  emit o {{}}\n"
+        );
+        assert!(
+            errors(&text).iter().any(|e| e.contains("nested more than")),
+            "{op}"
+        );
+    }
+    // A long but reasonable chain compiles.
+    let chain = vec!["x"; 100].join(" + ");
+    let text =
+        format!("pattern p\n  from s\n  match a\n  define\n    a = ({chain} > 1)\n  emit o {{}}\n");
+    compile(
+        &[Source {
+            file: "t.cep",
+            text: &text,
+        }],
+        &CompileOptions::default(),
+    )
+    .unwrap();
+}
+
+#[test]
+fn an_automaton_too_large_is_an_error() {
+    let text = "pattern p\n  from s\n  match (a -> b -> c){10000} d{10000}\n  emit o {}\n";
+    assert!(errors(text)
+        .iter()
+        .any(|e| e.starts_with("3:9") && e.contains("automaton states")));
+}
+
+#[test]
+fn a_repeated_group_of_optional_steps_is_an_error() {
+    let text = "pattern p\n  from s\n  match a -> (b? c*)+ -> d\n  emit o {}\n";
+    assert!(
+        errors(text)
+            .iter()
+            .any(|e| e.starts_with("3:14") && e.contains("at least one required step")),
+        "{:?}",
+        errors(text)
+    );
+}

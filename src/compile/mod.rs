@@ -535,7 +535,20 @@ impl<'a, 'p> PatternCx<'a, 'p> {
             return None;
         }
         let elems = elems?;
-        let nfa = nfa::build(&elems, d.within.is_some(), &self.names);
+        let nfa = match nfa::build(&elems, d.within.is_some(), &self.names) {
+            Ok(n) => n,
+            Err(nfa::TooLarge) => {
+                self.error_hint(
+                    d.match_span,
+                    format!(
+                        "this sequence needs more than {} automaton states",
+                        nfa::MAX_STATES
+                    ),
+                    "lower the repetition counts: `{n}` repeats what it applies to n times",
+                );
+                return None;
+            }
+        };
         let event_local = conds.iter().map(CExpr::is_event_local).collect();
         let guards = conds.iter().map(local_guard).collect();
         Some(CompiledPattern {
@@ -699,6 +712,19 @@ impl<'a, 'p> PatternCx<'a, 'p> {
                 }
             };
             let repeats = looping || times.0 != times.1;
+            if let ElemKind::Group(inner) = &kind {
+                let all_optional = inner.iter().all(|x| {
+                    x.optional || matches!(x.kind, ElemKind::NotNext(_) | ElemKind::NotFollow(_))
+                });
+                if (looping || times.1 > 1) && all_optional {
+                    self.error_hint(
+                        e.span,
+                        "a repeated group needs at least one required step",
+                        "every step of this group is optional, so it could repeat without an event",
+                    );
+                    ok = false;
+                }
+            }
             let greedy =
                 e.quant.map(|q| q.greedy).unwrap_or(false) && op != Contiguity::Any && repeats;
             let until = match &e.until {

@@ -197,14 +197,23 @@ impl Elem {
     }
 }
 
+/// The most states an automaton may have: a bound on what a pattern costs, far above what real
+/// patterns need (quantifier counts multiply the states of what they repeat).
+pub const MAX_STATES: usize = 20_000;
+
+/// The automaton would exceed [`MAX_STATES`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TooLarge;
+
 /// Builds the automaton of a top-level sequence.
-pub fn build(seq: &[Elem], has_window: bool, names: &[String]) -> Nfa {
+pub fn build(seq: &[Elem], has_window: bool, names: &[String]) -> Result<Nfa, TooLarge> {
     let mut b = Builder {
         states: Vec::new(),
         stop_states: FxHashMap::default(),
         original: FxHashMap::default(),
         first_of_loop: FxHashMap::default(),
         has_window,
+        too_large: false,
         names,
         chain: seq,
         idx: seq.len() - 1,
@@ -214,11 +223,14 @@ pub fn build(seq: &[Elem], has_window: bool, names: &[String]) -> Nfa {
     let fin = b.new_state(StateKind::Final, "$end".into());
     let sink = b.middle_states(fin);
     let start = b.convert(sink);
+    if b.too_large {
+        return Err(TooLarge);
+    }
     b.states[start as usize].kind = StateKind::Start;
-    Nfa {
+    Ok(Nfa {
         states: b.states,
         start,
-    }
+    })
 }
 
 struct Builder<'e> {
@@ -228,6 +240,8 @@ struct Builder<'e> {
     original: FxHashMap<StateId, StateId>,
     first_of_loop: FxHashMap<*const Elem, bool>,
     has_window: bool,
+    /// Set when the automaton outgrew [`MAX_STATES`]; construction then stops adding states.
+    too_large: bool,
     names: &'e [String],
     chain: &'e [Elem],
     idx: usize,
@@ -241,6 +255,10 @@ impl<'e> Builder<'e> {
     }
 
     fn new_state(&mut self, kind: StateKind, label: String) -> StateId {
+        if self.states.len() >= MAX_STATES {
+            self.too_large = true;
+            return 0;
+        }
         self.states.push(NState {
             kind,
             label,
@@ -255,6 +273,9 @@ impl<'e> Builder<'e> {
     }
 
     fn edge(&mut self, from: StateId, action: Action, to: StateId, cond: Cond, bind: Bind) {
+        if self.too_large {
+            return;
+        }
         self.states[from as usize].edges.push(Edge {
             action,
             target: to,

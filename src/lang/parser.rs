@@ -22,7 +22,18 @@ type PResult<T> = Result<T, ParseError>;
 pub struct Parser<'t> {
     toks: &'t [Token],
     pos: usize,
+    /// Depth of the tree being built (nesting plus operator chains): bounded, so that no input
+    /// can exhaust the stack of the passes that walk the tree.
+    depth: usize,
+    /// Nesting of parentheses, brackets, groups and prefix operators, which the parser itself
+    /// recurses on.
+    nest: usize,
 }
+
+/// The deepest expression tree the parser accepts.
+pub const MAX_DEPTH: usize = 256;
+/// The deepest nesting of parentheses, brackets, groups and prefix operators.
+pub const MAX_NEST: usize = 32;
 
 fn err<T>(span: Span, message: impl Into<String>) -> PResult<T> {
     Err(ParseError {
@@ -34,7 +45,12 @@ fn err<T>(span: Span, message: impl Into<String>) -> PResult<T> {
 
 impl<'t> Parser<'t> {
     pub fn new(toks: &'t [Token]) -> Self {
-        Parser { toks, pos: 0 }
+        Parser {
+            toks,
+            pos: 0,
+            depth: 0,
+            nest: 0,
+        }
     }
 
     fn peek(&self) -> &Tok {
@@ -107,6 +123,34 @@ impl<'t> Parser<'t> {
             ),
         }
     }
+    /// One more level of tree depth (an operator in a chain).
+    fn enter(&mut self) -> PResult<()> {
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            return err(
+                self.span(),
+                format!("nested more than {MAX_DEPTH} levels deep"),
+            );
+        }
+        Ok(())
+    }
+
+    /// Runs `f` one level of recursion deeper.
+    fn nested<T>(&mut self, f: impl FnOnce(&mut Self) -> PResult<T>) -> PResult<T> {
+        let (depth, nest) = (self.depth, self.nest);
+        self.nest += 1;
+        let r = if self.nest > MAX_NEST {
+            err(
+                self.span(),
+                format!("nested more than {MAX_NEST} levels deep"),
+            )
+        } else {
+            self.enter().and_then(|_| f(self))
+        };
+        (self.depth, self.nest) = (depth, nest);
+        r
+    }
+
     fn at_clause(&self) -> bool {
         matches!(self.peek(), Tok::Ident(s) if CLAUSE_WORDS.contains(&s.as_str()))
             || self.peek() == &Tok::Eof
@@ -126,6 +170,8 @@ impl<'t> Parser<'t> {
                 self.recover();
                 continue;
             }
+            self.depth = 0;
+            self.nest = 0;
             match self.pattern() {
                 Ok(p) => pats.push(p),
                 Err(e) => {
@@ -418,6 +464,10 @@ impl<'t> Parser<'t> {
     }
 
     fn element(&mut self) -> PResult<Element> {
+        self.nested(|p| p.element_inner())
+    }
+
+    fn element_inner(&mut self) -> PResult<Element> {
         let start = self.span();
         let kind = match self.peek().clone() {
             Tok::Bang => {
@@ -534,7 +584,7 @@ impl<'t> Parser<'t> {
     // ---- expressions: or < and < not < comparison/in < ?? < + - < * / % < unary < postfix ----
 
     pub fn expr(&mut self) -> PResult<Expr> {
-        self.or_expr()
+        self.nested(|p| p.or_expr())
     }
 
     fn bin(op: BinOp, l: Expr, r: Expr) -> Expr {
@@ -545,9 +595,19 @@ impl<'t> Parser<'t> {
         }
     }
 
+    // A chain `a or b or c ...` nests one level per operator in the tree: it counts toward the
+    // depth limit like a parenthesis does.
     fn or_expr(&mut self) -> PResult<Expr> {
+        let base = self.depth;
+        let r = self.or_chain();
+        self.depth = base;
+        r
+    }
+
+    fn or_chain(&mut self) -> PResult<Expr> {
         let mut l = self.and_expr()?;
         while self.eat_word("or") {
+            self.enter()?;
             let r = self.and_expr()?;
             l = Self::bin(BinOp::Or, l, r);
         }
@@ -555,8 +615,16 @@ impl<'t> Parser<'t> {
     }
 
     fn and_expr(&mut self) -> PResult<Expr> {
+        let base = self.depth;
+        let r = self.and_chain();
+        self.depth = base;
+        r
+    }
+
+    fn and_chain(&mut self) -> PResult<Expr> {
         let mut l = self.not_expr()?;
         while self.eat_word("and") {
+            self.enter()?;
             let r = self.not_expr()?;
             l = Self::bin(BinOp::And, l, r);
         }
@@ -566,7 +634,7 @@ impl<'t> Parser<'t> {
     fn not_expr(&mut self) -> PResult<Expr> {
         if self.is_word("not") {
             let s = self.bump().span;
-            let e = self.not_expr()?;
+            let e = self.nested(|p| p.not_expr())?;
             let span = s.to(e.span);
             return Ok(Expr {
                 kind: ExprKind::Unary(UnOp::Not, Box::new(e)),
@@ -618,8 +686,16 @@ impl<'t> Parser<'t> {
     }
 
     fn coalesce_expr(&mut self) -> PResult<Expr> {
+        let base = self.depth;
+        let r = self.coalesce_chain();
+        self.depth = base;
+        r
+    }
+
+    fn coalesce_chain(&mut self) -> PResult<Expr> {
         let mut l = self.add_expr()?;
         while self.eat(&Tok::QQ) {
+            self.enter()?;
             let r = self.add_expr()?;
             l = Self::bin(BinOp::Coalesce, l, r);
         }
@@ -627,6 +703,13 @@ impl<'t> Parser<'t> {
     }
 
     fn add_expr(&mut self) -> PResult<Expr> {
+        let base = self.depth;
+        let r = self.add_chain();
+        self.depth = base;
+        r
+    }
+
+    fn add_chain(&mut self) -> PResult<Expr> {
         let mut l = self.mul_expr()?;
         loop {
             let op = match self.peek() {
@@ -635,12 +718,20 @@ impl<'t> Parser<'t> {
                 _ => return Ok(l),
             };
             self.bump();
+            self.enter()?;
             let r = self.mul_expr()?;
             l = Self::bin(op, l, r);
         }
     }
 
     fn mul_expr(&mut self) -> PResult<Expr> {
+        let base = self.depth;
+        let r = self.mul_chain();
+        self.depth = base;
+        r
+    }
+
+    fn mul_chain(&mut self) -> PResult<Expr> {
         let mut l = self.unary_expr()?;
         loop {
             let op = match self.peek() {
@@ -650,6 +741,7 @@ impl<'t> Parser<'t> {
                 _ => return Ok(l),
             };
             self.bump();
+            self.enter()?;
             let r = self.unary_expr()?;
             l = Self::bin(op, l, r);
         }
@@ -658,7 +750,7 @@ impl<'t> Parser<'t> {
     fn unary_expr(&mut self) -> PResult<Expr> {
         if self.peek() == &Tok::Minus {
             let s = self.bump().span;
-            let e = self.unary_expr()?;
+            let e = self.nested(|p| p.unary_expr())?;
             let span = s.to(e.span);
             // Fold negative literals so that `-5` is a literal, as users read it.
             let kind = match e.kind {
@@ -678,9 +770,17 @@ impl<'t> Parser<'t> {
     }
 
     fn postfix_expr(&mut self) -> PResult<Expr> {
+        let base = self.depth;
+        let r = self.postfix_chain();
+        self.depth = base;
+        r
+    }
+
+    fn postfix_chain(&mut self) -> PResult<Expr> {
         let mut e = self.primary()?;
         while self.peek() == &Tok::Dot {
             self.bump();
+            self.enter()?;
             let field = self.ident("a field name after `.`")?;
             let span = e.span.to(field.span);
             e = Expr {
