@@ -485,3 +485,23 @@ fn engine_state_is_plain_data_that_round_trips() {
     assert!(!expected.is_empty());
     assert_eq!(got, expected);
 }
+
+#[test]
+fn a_repeated_group_is_reluctant_whatever_is_written() {
+    let text = |q: &str| {
+        format!("pattern g\n  from s\n  time ts\n  match (a -> b){q} -> c\n  define\n    a = (name == \"a\")\n    b = (name == \"b\")\n    c = (name == \"c\")\n  emit out {{ a: collect(a.id), b: collect(b.id) }}\n  skip none\n")
+    };
+    let input: &[&str] = &[
+        r#"{"id":1,"name":"a","ts":1}"#,
+        r#"{"id":2,"name":"b","ts":2}"#,
+        r#"{"id":3,"name":"a","ts":3}"#,
+        r#"{"id":4,"name":"b","ts":4}"#,
+        r#"{"id":5,"name":"c","ts":5}"#,
+    ];
+    let mut greedy = values(&run(&text("{1,2}"), &[("s", input)]));
+    let mut reluctant = values(&run(&text("{1,2}?"), &[("s", input)]));
+    greedy.sort_by_key(|v| v.to_string());
+    reluctant.sort_by_key(|v| v.to_string());
+    assert_eq!(greedy, reluctant);
+    assert!(greedy.contains(&json!({"a":[1,3],"b":[2,4]})), "{greedy:?}");
+}

@@ -410,14 +410,14 @@ impl<'a, 'p> PatternCx<'a, 'p> {
 
         // Conditions.
         let mut conds = Vec::with_capacity(self.names.len());
-        for i in 0..self.names.len() {
+        for (i, def) in def_of.iter().enumerate() {
             let scope = Scope {
                 own: Some(i as NameId),
                 emit: false,
                 agg_of: None,
                 key: false,
             };
-            let cond = match def_of[i] {
+            let cond = match def {
                 None => CExpr::Const(crate::event::Value::Bool(true)),
                 Some(def) => {
                     let mut c = match &def.cond {
@@ -725,8 +725,13 @@ impl<'a, 'p> PatternCx<'a, 'p> {
                     ok = false;
                 }
             }
-            let greedy =
-                e.quant.map(|q| q.greedy).unwrap_or(false) && op != Contiguity::Any && repeats;
+            // Flink has no greedy groups (`greedy()` on a group pattern is rejected): a repeated
+            // group is reluctant, and so is any loop after `~>`.
+            let is_group = matches!(kind, ElemKind::Group(_));
+            let greedy = e.quant.map(|q| q.greedy).unwrap_or(false)
+                && op != Contiguity::Any
+                && repeats
+                && !is_group;
             let until = match &e.until {
                 None => None,
                 Some(u) => {
@@ -1387,7 +1392,7 @@ impl<'a, 'p> PatternCx<'a, 'p> {
                     _ => Func::Contains,
                 };
                 if func != Func::Contains || ta != Ty::List {
-                    if !ta.fits(Ty::Str) && !(func == Func::Contains && ta == Ty::List) {
+                    if !(ta.fits(Ty::Str) || func == Func::Contains && ta == Ty::List) {
                         self.error(
                             args[0].span,
                             format!("`{name}` needs a string, but this is {}", ta.name()),

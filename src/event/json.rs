@@ -25,10 +25,12 @@ fn pad16(b: &[u8]) -> u128 {
     u128::from_le_bytes(buf)
 }
 
+/// A field name, the slot of its value (where a pattern reads it), and its nested fields.
+type TrieEntry = (Box<[u8]>, Option<usize>, Option<Box<Trie>>);
+
 #[derive(Debug, Default, Clone)]
 struct Trie {
-    /// (field name, slot for the value itself, nested fields)
-    fields: Vec<(Box<[u8]>, Option<usize>, Option<Box<Trie>>)>,
+    fields: Vec<TrieEntry>,
 }
 
 impl Trie {
@@ -55,7 +57,7 @@ impl Trie {
     // HOT PATH: called for every key of every object. Short names compare as two integers
     // instead of through `memcmp`.
     #[inline]
-    fn get(&self, key: &[u8]) -> Option<&(Box<[u8]>, Option<usize>, Option<Box<Trie>>)> {
+    fn get(&self, key: &[u8]) -> Option<&TrieEntry> {
         if key.len() <= 16 {
             let k = pad16(key);
             self.fields

@@ -148,8 +148,8 @@ pub fn replay(
         error: None,
     };
     let clock = ArrivalClock::new();
-    for i in 0..readers.len() {
-        advance(&mut readers[i], &clock, &mut summary, report);
+    for r in readers.iter_mut() {
+        advance(r, &clock, &mut summary, report);
     }
     loop {
         // The next event: earliest time, then earliest input.
