@@ -200,7 +200,14 @@ impl CExpr {
         match self {
             CExpr::And(a, b) => a.test(cx) && b.test(cx),
             CExpr::Or(a, b) => a.test(cx) || b.test(cx),
-            CExpr::Cmp(op, a, b) => cmp(*op, &a.eval(cx), &b.eval(cx)),
+            CExpr::Cmp(op, a, b) => match (&**a, &**b) {
+                // The usual shape, `field OP literal`, without building intermediate values.
+                (CExpr::Field(s), CExpr::Const(c)) => match cx.ev {
+                    Some(ev) => cmp(*op, &ev.slots[*s as usize], c),
+                    None => cmp(*op, &NULL, c),
+                },
+                _ => cmp(*op, &a.eval(cx), &b.eval(cx)),
+            },
             CExpr::StreamIs(s) => cx.ev.map(|e| e.stream) == Some(*s),
             other => other.eval(cx).is_true(),
         }

@@ -569,22 +569,19 @@ fn process_key(
     new_runs.clear();
     matches.clear();
     let ts_unit = prog.unit.from_nanos(now);
-    let mut runs = std::mem::take(&mut ks.runs);
     let start = Run {
         state: nfa.start,
         path: None,
         start_ts: 0,
         start_seq: 0,
     };
-    let nruns = runs.len();
+    // While every run stays as it is (the usual event: it advances nothing), the key's run list
+    // is left untouched; from the first run that changes, the new list is built in `new_runs`.
+    let mut changed = false;
+    let nruns = ks.runs.len();
     for ri in 0..=nruns {
         let is_start = ri == nruns;
-        let owned = if is_start {
-            start.clone()
-        } else {
-            std::mem::replace(&mut runs[ri], start.clone())
-        };
-        let run = &owned;
+        let run: &Run = if is_start { &start } else { &ks.runs[ri] };
         let cx = EvalCtx {
             ev: Some(ev),
             ts: ts_unit,
@@ -599,6 +596,9 @@ fn process_key(
         let mut budget = walk_limit(p);
         while let Some(s) = scratch.stack.pop() {
             for e in &nfa.states[s as usize].edges {
+                if is_start && e.action == Action::Ignore {
+                    continue;
+                }
                 if !holds(&e.cond, p, &cx, &mut scratch.cond_cache) {
                     continue;
                 }
@@ -609,6 +609,8 @@ fn process_key(
                             scratch.stack.push(e.target);
                         }
                     }
+                    // IGNORE edges of the start state create nothing: a new start replaces it.
+                    Action::Ignore if is_start => {}
                     Action::Ignore => scratch.edges.push((Action::Ignore, e.target, None)),
                     Action::Take => {
                         let bind = match &e.bind {
@@ -625,19 +627,24 @@ fn process_key(
                 }
             }
         }
-        if scratch.edges.is_empty() {
-            continue;
-        }
         if let [(Action::Ignore, target, _)] = scratch.edges[..] {
-            // The usual case of a run the event does not advance: move it on without touching
-            // its history (no reference count traffic on the path).
-            if !is_start && nfa.states[target as usize].kind != StateKind::Final {
-                new_runs.push(Run {
-                    state: target,
-                    ..owned
-                });
+            if target == run.state {
+                // The run stays as it is.
+                if changed {
+                    new_runs.push(run.clone());
+                }
                 continue;
             }
+        }
+        if is_start && scratch.edges.is_empty() {
+            continue;
+        }
+        if !changed {
+            changed = true;
+            new_runs.extend(ks.runs[..ri].iter().cloned());
+        }
+        if scratch.edges.is_empty() {
+            continue;
         }
         from_one.clear();
         let mut discard = false;
@@ -723,6 +730,12 @@ fn process_key(
         if !discard {
             new_runs.append(&mut from_one);
         }
+    }
+    if !changed {
+        scratch.new_runs = new_runs;
+        scratch.matches = matches;
+        scratch.from_one = from_one;
+        return;
     }
     emit_matches(
         p,
