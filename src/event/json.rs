@@ -83,7 +83,7 @@ impl Trie {
             let i = self.short.iter().position(|&(p, l)| l == len && p == k)?;
             Some(&self.fields[i])
         } else {
-            self.fields.iter().find(|f| &*f.0 == &line[start..end])
+            self.fields.iter().find(|f| *f.0 == line[start..end])
         }
     }
 }
