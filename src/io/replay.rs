@@ -105,7 +105,10 @@ impl Data {
         }
         // SAFETY: the map is read-only and lives as long as the replay; a file truncated by
         // another process while mapped is outside what a replay of a recorded file supports.
-        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
+        // Populated up front: a replay reads every page once, in order, and faulting them in one
+        // by one costs more than the read itself.
+        let map = unsafe { memmap2::MmapOptions::new().populate().map(&file) }.map_err(io)?;
+        let _ = map.advise(memmap2::Advice::Sequential);
         Ok(Data::Map(map))
     }
     fn bytes(&self) -> &[u8] {
