@@ -977,3 +977,26 @@ fn emit(
         values: &scratch.values,
     });
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The memory a partial match costs is part of the engine's contract (see BENCHMARKS.md):
+    /// a run is a state, a pointer and its start; a bound event is one shared node.
+    #[test]
+    fn state_structures_stay_compact() {
+        assert_eq!(std::mem::size_of::<Run>(), 32);
+        assert!(
+            std::mem::size_of::<PathNode>() <= 128,
+            "{}",
+            std::mem::size_of::<PathNode>()
+        );
+        assert!(
+            std::mem::size_of::<KeyState>() <= 96,
+            "{}",
+            std::mem::size_of::<KeyState>()
+        );
+        assert_eq!(std::mem::size_of::<Value>(), 24);
+    }
+}
