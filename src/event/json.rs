@@ -300,14 +300,54 @@ impl<'a> Cursor<'a> {
     /// Scans a string whose opening quote is at the cursor. Returns the end of its contents
     /// (the contents start one byte after the quote) and flags: `ASCII` when no byte is above
     /// 0x7f (then it needs no UTF-8 validation), `ESCAPED` when it holds escapes.
-    // HOT PATH: most strings are short keys and values (under eight bytes): a plain byte loop
-    // beats both a SIMD search and eight-byte (SWAR) steps here, as measured.
+    // HOT PATH: most strings are short keys and values. On x86_64 a 16-byte block is tested at
+    // once (SSE2, always present there) and the closing quote found by a bit scan; escapes,
+    // control bytes and the last bytes of a line go through the byte loop.
     #[inline(always)]
     fn string_span(&mut self) -> R<(usize, u8)> {
         let b = self.b;
         let mut j = self.i + 1;
-        let mut escaped = 0u8;
         let mut high = 0u8;
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::x86_64::*;
+            while j + 16 <= b.len() {
+                // SAFETY: `j + 16 <= b.len()`, so the unaligned 16-byte load stays inside `b`;
+                // SSE2 is part of the x86_64 baseline.
+                let (quote, special, highs) = unsafe {
+                    let v = _mm_loadu_si128(b.as_ptr().add(j) as *const __m128i);
+                    let q = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'"' as i8));
+                    let bs = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'\\' as i8));
+                    // Unsigned `v <= 0x1f`: control bytes, which JSON strings may not hold.
+                    let ctrl =
+                        _mm_cmpeq_epi8(_mm_max_epu8(v, _mm_set1_epi8(0x1f)), _mm_set1_epi8(0x1f));
+                    (
+                        _mm_movemask_epi8(q) as u32,
+                        _mm_movemask_epi8(_mm_or_si128(q, _mm_or_si128(bs, ctrl))) as u32,
+                        _mm_movemask_epi8(v) as u32,
+                    )
+                };
+                if special == 0 {
+                    high |= if highs != 0 { 0x80 } else { 0 };
+                    j += 16;
+                    continue;
+                }
+                let first = special.trailing_zeros();
+                if quote & (1 << first) != 0 {
+                    // The closing quote, with no escape or control byte before it.
+                    if highs & ((1u32 << first) - 1) != 0 {
+                        high = 0x80;
+                    }
+                    let end = j + first as usize;
+                    self.i = end + 1;
+                    let ascii = if high < 0x80 { ASCII } else { 0 };
+                    return Ok((end, ascii));
+                }
+                // An escape or a control byte: the byte loop takes over from the block.
+                break;
+            }
+        }
+        let mut escaped = 0u8;
         loop {
             let Some(&c) = b.get(j) else {
                 self.i = b.len();
@@ -664,6 +704,32 @@ mod tests {
         assert_eq!(ev.slots[0], Value::Int(i64::MIN));
         assert_eq!(ev.slots[1], Value::Float(12345678901234567890.0));
         assert_eq!(ev.ts, 0);
+    }
+
+    proptest::proptest! {
+        /// Any string, written by an independent JSON encoder, decodes to itself, wherever its
+        /// quotes, escapes and multi-byte characters fall relative to 16-byte blocks.
+        #[test]
+        fn strings_round_trip(s in "(\\PC|[\"\\\\\\x00-\\x1f]|é|€|😀){0,60}", pad in 0usize..20) {
+            let d = dec(&["k", "s"]);
+            let mut ev = Event::with_slots(2);
+            let line = format!(r#"{{"k":"{}","s":{}}}"#, "x".repeat(pad), serde_json::to_string(&s).unwrap());
+            d.decode(line.as_bytes(), 0, &mut ev).unwrap();
+            proptest::prop_assert_eq!(&ev.slots[1], &Value::from(s.as_str()));
+        }
+
+        /// A raw control byte or an unterminated string is always an error, never a panic.
+        #[test]
+        fn bad_strings_are_errors(prefix in "[a-z]{0,40}", bad in 0u8..0x20) {
+            let d = dec(&["s"]);
+            let mut ev = Event::with_slots(1);
+            let mut line = format!(r#"{{"s":"{prefix}"#).into_bytes();
+            line.push(bad);
+            line.extend_from_slice(b"\"}");
+            proptest::prop_assert!(d.decode(&line, 0, &mut ev).is_err());
+            let unterminated = format!(r#"{{"s":"{prefix}"#);
+            proptest::prop_assert!(d.decode(unterminated.as_bytes(), 0, &mut ev).is_err());
+        }
     }
 
     #[test]

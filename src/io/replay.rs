@@ -246,7 +246,8 @@ fn advance(
         let line = &rest[..end];
         r.pos += end + 1;
         r.line += 1;
-        if line.iter().all(|b| b.is_ascii_whitespace()) {
+        // Blank lines are skipped silently; a line that opens an object is not blank.
+        if line.first() != Some(&b'{') && line.iter().all(|b| b.is_ascii_whitespace()) {
             continue;
         }
         let arrival = if r.needs_arrival { clock.now() } else { 0 };
