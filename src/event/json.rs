@@ -521,7 +521,16 @@ impl<'a> Cursor<'a> {
             j += 1;
         }
         let digits = j;
-        let mut acc: i64 = 0;
+        // Up to 18 digits cannot overflow an i64: plain arithmetic; longer ones are checked.
+        let mut short: u64 = 0;
+        while let Some(&c) = b.get(j) {
+            if !c.is_ascii_digit() || j - digits == 18 {
+                break;
+            }
+            short = short * 10 + (c - b'0') as u64;
+            j += 1;
+        }
+        let mut acc = if neg { -(short as i64) } else { short as i64 };
         let mut overflow = false;
         while let Some(&c) = b.get(j) {
             if !c.is_ascii_digit() {
@@ -703,6 +712,21 @@ mod tests {
         .unwrap();
         assert_eq!(ev.slots[0], Value::Int(i64::MIN));
         assert_eq!(ev.slots[1], Value::Float(12345678901234567890.0));
+        for n in [
+            0i64,
+            -7,
+            123456789012345678,
+            -123456789012345678,
+            i64::MAX,
+            i64::MIN + 1,
+        ] {
+            let line = format!(r#"{{"a":{n}}}"#);
+            d.decode(line.as_bytes(), 0, &mut ev).unwrap();
+            assert_eq!(ev.slots[0], Value::Int(n), "{n}");
+        }
+        d.decode(br#"{"a":9223372036854775808}"#, 0, &mut ev)
+            .unwrap();
+        assert_eq!(ev.slots[0], Value::Float(9223372036854775808.0));
         assert_eq!(ev.ts, 0);
     }
 
