@@ -17,6 +17,18 @@ pub struct DecodeError {
     pub message: String,
 }
 
+/// `LEN_MASK[n]` keeps the low `n` bytes of a 16-byte word.
+const LEN_MASK: [u128; 17] = {
+    let mut m = [0u128; 17];
+    let mut n = 1;
+    while n < 16 {
+        m[n] = (1u128 << (8 * n)) - 1;
+        n += 1;
+    }
+    m[16] = u128::MAX;
+    m
+};
+
 #[inline(always)]
 fn pad16(b: &[u8]) -> u128 {
     let mut buf = [0u8; 16];
@@ -31,8 +43,9 @@ type TrieEntry = (Box<[u8]>, Option<usize>, Option<Box<Trie>>);
 #[derive(Debug, Default, Clone)]
 struct Trie {
     fields: Vec<TrieEntry>,
-    /// Each name zero-padded to 16 bytes (0 where longer), with its length: compared as integers.
-    short: Vec<(u128, usize)>,
+    /// Names of up to 16 bytes by length, each zero-padded to 16 bytes with its index in
+    /// `fields`: a key is compared, as one integer, only with names of its own length.
+    by_len: [Vec<(u128, usize)>; 17],
 }
 
 impl Trie {
@@ -46,11 +59,12 @@ impl Trie {
                 self.fields.len() - 1
             }
         };
-        self.short = self
-            .fields
-            .iter()
-            .map(|f| (if f.0.len() <= 16 { pad16(&f.0) } else { 0 }, f.0.len()))
-            .collect();
+        self.by_len = Default::default();
+        for (i, f) in self.fields.iter().enumerate() {
+            if f.0.len() <= 16 {
+                self.by_len[f.0.len()].push((pad16(&f.0), i));
+            }
+        }
         if rest.is_empty() {
             self.fields[idx].1 = Some(slot);
         } else {
@@ -68,19 +82,16 @@ impl Trie {
     fn get(&self, line: &[u8], start: usize, end: usize) -> Option<&TrieEntry> {
         let len = end - start;
         if len <= 16 {
+            let bucket = &self.by_len[len];
+            if bucket.is_empty() {
+                return None;
+            }
             let k = match line.get(start..start + 16) {
                 // One unaligned load, masked to the name's length.
-                Some(w) => {
-                    let v = u128::from_le_bytes(w.try_into().expect("16 bytes"));
-                    if len == 16 {
-                        v
-                    } else {
-                        v & ((1u128 << (8 * len)) - 1)
-                    }
-                }
+                Some(w) => u128::from_le_bytes(w.try_into().expect("16 bytes")) & LEN_MASK[len],
                 None => pad16(&line[start..end]),
             };
-            let i = self.short.iter().position(|&(p, l)| l == len && p == k)?;
+            let &(_, i) = bucket.iter().find(|&&(p, _)| p == k)?;
             Some(&self.fields[i])
         } else {
             self.fields.iter().find(|f| *f.0 == line[start..end])
