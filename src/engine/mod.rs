@@ -32,7 +32,7 @@ pub mod path;
 
 pub use output::{Output, OwnedRecord, Record};
 
-use crate::compile::expr::{EvalCtx, NameId};
+use crate::compile::expr::{CExpr, EvalCtx, NameId};
 use crate::compile::nfa::{Action, Bind, Cond, StateId, StateKind};
 use crate::compile::{CompiledPattern, EmitSpec, Program, SkipStrategy};
 use crate::event::{Event, Value};
@@ -281,6 +281,8 @@ impl Engine {
             fire_timers(p, prog, st, now, &mut self.scratch, &mut self.stats, out);
             let key = match &p.key {
                 None => Value::Null,
+                // The usual key, a field of the event.
+                Some(CExpr::Field(slot)) => ev.slots[*slot as usize].clone(),
                 Some(k) => {
                     let cx = EvalCtx {
                         ev: Some(ev),
