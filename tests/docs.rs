@@ -15,7 +15,7 @@
 
 mod common;
 
-use common::run_replay;
+use common::{exact_multiset_diff as difference, run_replay};
 use kairos::compile::{compile, CompileOptions, Program, Source};
 use kairos::io::replay::Input;
 use serde_json::Value as J;
@@ -172,39 +172,6 @@ fn parse_lines(text: &str, what: &str) -> Vec<J> {
         .collect()
 }
 
-/// Records in a canonical text form (object keys sorted, numbers as written), sorted: two lists
-/// are the same multiset exactly when their forms are equal.
-fn multiset(records: &[J]) -> Vec<String> {
-    let mut v: Vec<String> = records.iter().map(|r| r.to_string()).collect();
-    v.sort();
-    v
-}
-
-fn difference(got: &[J], want: &[J]) -> Option<String> {
-    let (g, w) = (multiset(got), multiset(want));
-    if g == w {
-        return None;
-    }
-    let mut missing = w;
-    let mut unexpected = Vec::new();
-    for r in g {
-        match missing.iter().position(|m| *m == r) {
-            Some(i) => {
-                missing.remove(i);
-            }
-            None => unexpected.push(r),
-        }
-    }
-    Some(format!(
-        "missing ({}):\n  {}\nunexpected ({}):\n  {}",
-        missing.len(),
-        missing.join("\n  "),
-        unexpected.len(),
-        unexpected.join("\n  ")
-    ))
-}
-
-/// Replays an example's input; returns what differs from its output, if anything.
 fn check_example(ex: &Example, want: &str) -> Option<String> {
     let at = format!("{DOC}:{}", ex.line);
     let prog = match compile_example(ex) {

@@ -9,7 +9,7 @@
 
 mod common;
 
-use common::{program, read_jsonl, run_replay};
+use common::{exact_multiset_diff as difference, program, read_jsonl, run_replay};
 use kairos::compile::load::load;
 use kairos::compile::CompileOptions;
 use kairos::io::replay::Input;
@@ -35,40 +35,6 @@ fn stem(p: &Path) -> String {
     p.file_stem().unwrap().to_str().unwrap().to_string()
 }
 
-/// Records in a canonical text form (object keys sorted, numbers as written), sorted: two
-/// lists are the same multiset exactly when their forms are equal.
-fn multiset(records: &[J]) -> Vec<String> {
-    let mut v: Vec<String> = records.iter().map(|r| r.to_string()).collect();
-    v.sort();
-    v
-}
-
-/// What differs between two lists of records, or `None` when they are the same multiset.
-fn difference(got: &[J], want: &[J]) -> Option<String> {
-    let (g, w) = (multiset(got), multiset(want));
-    if g == w {
-        return None;
-    }
-    let mut missing = w.clone();
-    let mut unexpected = Vec::new();
-    for r in g {
-        match missing.iter().position(|m| *m == r) {
-            Some(i) => {
-                missing.remove(i);
-            }
-            None => unexpected.push(r),
-        }
-    }
-    Some(format!(
-        "missing ({}):\n  {}\nunexpected ({}):\n  {}",
-        missing.len(),
-        missing.join("\n  "),
-        unexpected.len(),
-        unexpected.join("\n  ")
-    ))
-}
-
-/// Runs one example; returns what went wrong, if anything.
 fn run_example(dir: &Path) -> Option<String> {
     let name = stem(dir);
     let cep = root().join("patterns").join(format!("{name}.cep"));

@@ -299,56 +299,53 @@ impl Engine {
                 timers,
                 timer_seq,
             } = st;
-            if let Some(ks) = keys.get_mut(&key) {
-                if ks.next_close <= now {
-                    advance_key(
-                        p,
-                        prog,
-                        ks,
-                        &key,
-                        now,
-                        &mut self.scratch,
-                        &mut self.stats,
-                        out,
-                    );
+            // A key seen for the first time is processed in a spare state, inserted only if the
+            // event leaves a partial match open, so that events which start nothing cost no
+            // insert.
+            let mut fresh = None;
+            let ks = match keys.get_mut(&key) {
+                Some(ks) => {
+                    if ks.next_close <= now {
+                        advance_key(
+                            p,
+                            prog,
+                            ks,
+                            &key,
+                            now,
+                            &mut self.scratch,
+                            &mut self.stats,
+                            out,
+                        );
+                    }
+                    ks
                 }
-                process_key(
-                    p,
-                    prog,
-                    ks,
-                    &key,
-                    ev,
-                    now,
-                    &self.opts,
-                    &mut self.scratch,
-                    &mut self.stats,
-                    out,
-                );
-                if ks.runs.is_empty() {
-                    keys.remove(&key);
-                } else {
-                    schedule(timers, timer_seq, ks, &key);
-                }
-            } else {
-                let mut ks = std::mem::take(&mut self.scratch.fresh);
-                process_key(
-                    p,
-                    prog,
-                    &mut ks,
-                    &key,
-                    ev,
-                    now,
-                    &self.opts,
-                    &mut self.scratch,
-                    &mut self.stats,
-                    out,
-                );
-                if ks.runs.is_empty() {
-                    self.scratch.fresh = ks;
-                } else {
-                    schedule(timers, timer_seq, &mut ks, &key);
+                None => fresh.insert(std::mem::take(&mut self.scratch.fresh)),
+            };
+            process_key(
+                p,
+                prog,
+                ks,
+                &key,
+                ev,
+                now,
+                &self.opts,
+                &mut self.scratch,
+                &mut self.stats,
+                out,
+            );
+            let empty = ks.runs.is_empty();
+            if !empty {
+                schedule(timers, timer_seq, ks, &key);
+            }
+            match (fresh, empty) {
+                (Some(spare), true) => self.scratch.fresh = spare,
+                (Some(ks), false) => {
                     keys.insert(key, ks);
                 }
+                (None, true) => {
+                    keys.remove(&key);
+                }
+                (None, false) => {}
             }
         }
     }

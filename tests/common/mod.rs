@@ -93,3 +93,36 @@ pub fn multiset_diff(got: &[J], want: &[J]) -> Option<String> {
             .join("\n  ")
     ))
 }
+
+/// Records in a canonical text form (object keys sorted, numbers as written), sorted: two lists
+/// are the same multiset exactly when their forms are equal (so `11.0` differs from `11`).
+fn exact_multiset(records: &[J]) -> Vec<String> {
+    let mut v: Vec<String> = records.iter().map(|r| r.to_string()).collect();
+    v.sort();
+    v
+}
+
+/// What differs between two lists of records, compared exactly as a multiset, or `None`.
+pub fn exact_multiset_diff(got: &[J], want: &[J]) -> Option<String> {
+    let (g, w) = (exact_multiset(got), exact_multiset(want));
+    if g == w {
+        return None;
+    }
+    let mut missing = w;
+    let mut unexpected = Vec::new();
+    for r in g {
+        match missing.iter().position(|m| *m == r) {
+            Some(i) => {
+                missing.remove(i);
+            }
+            None => unexpected.push(r),
+        }
+    }
+    Some(format!(
+        "missing ({}):\n  {}\nunexpected ({}):\n  {}",
+        missing.len(),
+        missing.join("\n  "),
+        unexpected.len(),
+        unexpected.join("\n  ")
+    ))
+}
