@@ -24,6 +24,8 @@ pub mod engine;
 pub mod event;
 pub mod io;
 pub mod lang;
+pub mod pipeline;
+pub mod ring;
 
 /// The README's examples, compiled and run as documentation tests.
 #[cfg(doctest)]

@@ -203,6 +203,35 @@ pub struct Engine {
     state: EngineState,
     scratch: Scratch,
     stats: EngineStats,
+    /// `(index, count)`: this engine owns only the keys that [`shard_of`] gives to `index`.
+    shard: Option<(usize, usize)>,
+}
+
+/// The shard, out of `count`, that owns a partition key. The parse stage routes by it and each
+/// shard's engine keeps only its own keys, so that one key's events stay in order on one thread.
+pub fn shard_of(key: &Value, count: usize) -> usize {
+    use std::hash::BuildHasher;
+    // The high bits of a multiplicative hash are the well-mixed ones.
+    ((rustc_hash::FxBuildHasher.hash_one(key) >> 32) as usize) % count.max(1)
+}
+
+/// The partition key of `ev` in pattern `p` (null without a `key` clause).
+pub fn key_of(p: &CompiledPattern, prog: &Program, ev: &Event) -> Value {
+    match &p.key {
+        None => Value::Null,
+        Some(CExpr::Field(slot)) => ev.slots[*slot as usize].clone(),
+        Some(k) => {
+            let now = if p.event_time { ev.ts } else { ev.arrival };
+            let cx = EvalCtx {
+                ev: Some(ev),
+                ts: prog.unit.from_nanos(now),
+                key: &Value::Null,
+                node: None,
+                aggs: &p.aggs,
+            };
+            k.eval(&cx).into_owned()
+        }
+    }
 }
 
 impl Engine {
@@ -221,7 +250,16 @@ impl Engine {
             },
             scratch: Scratch::default(),
             stats: EngineStats::default(),
+            shard: None,
         }
+    }
+
+    /// An engine that owns only the keys of shard `index` out of `count` (see [`shard_of`]):
+    /// events of other keys are ignored.
+    pub fn for_shard(prog: Arc<Program>, opts: EngineOptions, index: usize, count: usize) -> Self {
+        let mut e = Engine::new(prog, opts);
+        e.shard = Some((index, count.max(1)));
+        e
     }
 
     pub fn program(&self) -> &Arc<Program> {
@@ -279,21 +317,12 @@ impl Engine {
             let now = if p.event_time { ev.ts } else { ev.arrival };
             let st = &mut self.state.patterns[pi];
             fire_timers(p, prog, st, now, &mut self.scratch, &mut self.stats, out);
-            let key = match &p.key {
-                None => Value::Null,
-                // The usual key, a field of the event.
-                Some(CExpr::Field(slot)) => ev.slots[*slot as usize].clone(),
-                Some(k) => {
-                    let cx = EvalCtx {
-                        ev: Some(ev),
-                        ts: prog.unit.from_nanos(now),
-                        key: &Value::Null,
-                        node: None,
-                        aggs: &p.aggs,
-                    };
-                    k.eval(&cx).into_owned()
+            let key = key_of(p, prog, ev);
+            if let Some((index, count)) = self.shard {
+                if shard_of(&key, count) != index {
+                    continue;
                 }
-            };
+            }
             let PatternState {
                 keys,
                 timers,
@@ -355,6 +384,24 @@ impl Engine {
     pub fn advance_to(&mut self, now: i64, out: &mut dyn Output) {
         let prog = &*self.prog;
         for (pi, p) in prog.patterns.iter().enumerate() {
+            fire_timers(
+                p,
+                prog,
+                &mut self.state.patterns[pi],
+                now,
+                &mut self.scratch,
+                &mut self.stats,
+                out,
+            );
+        }
+    }
+
+    /// Advances time without an event, each pattern by its own clock: event time for patterns
+    /// with a `time` clause, arrival time for the others.
+    pub fn advance_clocks(&mut self, event_time: i64, arrival: i64, out: &mut dyn Output) {
+        let prog = &*self.prog;
+        for (pi, p) in prog.patterns.iter().enumerate() {
+            let now = if p.event_time { event_time } else { arrival };
             fire_timers(
                 p,
                 prog,

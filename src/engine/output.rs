@@ -21,31 +21,16 @@ impl Record<'_> {
     /// Writes the record as one JSON object (no newline), in the envelope of `kairos replay`:
     /// `{"pattern":..,"sink":..,"key":..,"ts":..,"value":{..}}`.
     pub fn write_json(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(b"{\"pattern\":");
-        write_json_str(self.pattern, out);
-        out.extend_from_slice(b",\"sink\":");
-        write_json_str(self.sink, out);
-        out.extend_from_slice(b",\"key\":");
-        self.key.write_json(out);
-        out.extend_from_slice(b",\"ts\":");
-        out.extend_from_slice(itoa::Buffer::new().format(self.ts).as_bytes());
-        out.extend_from_slice(b",\"value\":");
-        self.write_value_json(out);
-        out.push(b'}');
+        let fields = self.names.iter().map(|(n, _)| n.as_str()).zip(self.values);
+        write_envelope(out, self.pattern, self.sink, self.key, self.ts, fields);
     }
 
     /// Writes only the emitted object (the Kafka message value).
     pub fn write_value_json(&self, out: &mut Vec<u8>) {
-        out.push(b'{');
-        for (i, ((name, _), v)) in self.names.iter().zip(self.values).enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
-            write_json_str(name, out);
-            out.push(b':');
-            v.write_json(out);
-        }
-        out.push(b'}');
+        write_object(
+            out,
+            self.names.iter().map(|(n, _)| n.as_str()).zip(self.values),
+        );
     }
 
     pub fn to_owned(&self) -> OwnedRecord {
@@ -77,26 +62,51 @@ pub struct OwnedRecord {
 }
 
 impl OwnedRecord {
+    /// Writes the record as one JSON object (no newline), in the envelope of `kairos replay`.
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        let fields = self.fields.iter().map(|(n, v)| (n.as_str(), v));
+        write_envelope(out, &self.pattern, &self.sink, &self.key, self.ts, fields);
+    }
+
     pub fn to_json(&self) -> String {
-        let names: Vec<(String, crate::compile::expr::CExpr)> = self
-            .fields
-            .iter()
-            .map(|(n, _)| (n.clone(), crate::compile::expr::CExpr::Const(Value::Null)))
-            .collect();
-        let values: Vec<Value> = self.fields.iter().map(|(_, v)| v.clone()).collect();
-        let r = Record {
-            pattern: &self.pattern,
-            sink: &self.sink,
-            key: &self.key,
-            ts: self.ts,
-            timeout: self.timeout,
-            names: &names,
-            values: &values,
-        };
         let mut out = Vec::new();
-        r.write_json(&mut out);
+        self.write_json(&mut out);
         String::from_utf8(out).expect("records are UTF-8")
     }
+}
+
+fn write_envelope<'v>(
+    out: &mut Vec<u8>,
+    pattern: &str,
+    sink: &str,
+    key: &Value,
+    ts: i64,
+    fields: impl Iterator<Item = (&'v str, &'v Value)>,
+) {
+    out.extend_from_slice(b"{\"pattern\":");
+    write_json_str(pattern, out);
+    out.extend_from_slice(b",\"sink\":");
+    write_json_str(sink, out);
+    out.extend_from_slice(b",\"key\":");
+    key.write_json(out);
+    out.extend_from_slice(b",\"ts\":");
+    out.extend_from_slice(itoa::Buffer::new().format(ts).as_bytes());
+    out.extend_from_slice(b",\"value\":");
+    write_object(out, fields);
+    out.push(b'}');
+}
+
+fn write_object<'v>(out: &mut Vec<u8>, fields: impl Iterator<Item = (&'v str, &'v Value)>) {
+    out.push(b'{');
+    for (i, (name, v)) in fields.enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_json_str(name, out);
+        out.push(b':');
+        v.write_json(out);
+    }
+    out.push(b'}');
 }
 
 /// Where records go.

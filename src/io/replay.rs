@@ -5,11 +5,12 @@
 //! reported with its file and line and skipped; it never stops the run.
 
 use crate::compile::Program;
-use crate::engine::{Engine, EngineOptions, Output, Record};
+use crate::engine::{Engine, EngineOptions, Output, OwnedRecord, Record};
 use crate::event::{Event, JsonDecoder};
+use crate::pipeline::{Layout, Pipeline, Report as PipelineReport};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// One recorded input: a file and the stream its events belong to.
@@ -150,30 +151,12 @@ pub fn replay(
         buf: Vec::with_capacity(1 << 16),
         error: None,
     };
-    let clock = ArrivalClock::new();
-    for r in readers.iter_mut() {
-        advance(r, &clock, &mut summary, report);
-    }
-    loop {
-        // The next event: earliest time, then earliest input.
-        let mut best: Option<usize> = None;
-        for (i, r) in readers.iter().enumerate() {
-            if let Some(h) = &r.head {
-                if best.is_none_or(|b| h.ts < readers[b].head.as_ref().expect("head").ts) {
-                    best = Some(i);
-                }
-            }
-        }
-        let Some(i) = best else { break };
-        let mut ev = readers[i].head.take().expect("chosen reader has a head");
-        engine.process(&mut ev, &mut sink);
-        // Reuse the event's slot storage for the next line of the same file.
-        readers[i].head = Some(ev);
-        advance(&mut readers[i], &clock, &mut summary, report);
+    merge(&mut readers, &mut summary, report, |ev| {
+        engine.process(ev, &mut sink);
         if sink.buf.len() > 1 << 16 {
             sink.flush();
         }
-    }
+    });
     engine.finish(&mut sink);
     sink.flush();
     if let Some(e) = sink.error.take() {
@@ -187,6 +170,107 @@ pub fn replay(
     summary.evicted = st.evicted;
     summary.elapsed = started.elapsed();
     Ok(summary)
+}
+
+/// [`replay`] through the thread-per-core pipeline: this thread reads, decodes and routes by
+/// key to `layout.shards` match shards; a sink thread writes the records to `out`. The set of
+/// records is the same as [`replay`]'s; their order across keys may differ.
+pub fn replay_sharded(
+    prog: Arc<Program>,
+    inputs: &[Input],
+    opts: EngineOptions,
+    layout: Layout,
+    out: Box<dyn Write + Send>,
+    report: &mut dyn FnMut(&str),
+) -> Result<(Summary, PipelineReport), ReplayError> {
+    let started = Instant::now();
+    let mut readers = open_inputs(&prog, inputs)?;
+    let error: Arc<Mutex<Option<std::io::Error>>> = Arc::default();
+    let mut sink = RecordWriter {
+        out: std::io::BufWriter::with_capacity(1 << 16, out),
+        buf: Vec::with_capacity(256),
+        error: error.clone(),
+    };
+    let mut pipeline = Pipeline::start_with(prog.clone(), layout, opts, move |r| sink.write(r))
+        .map_err(|e| ReplayError::Streams(e.to_string()))?;
+    let mut summary = Summary::default();
+    let slots = prog.fields.len();
+    merge(&mut readers, &mut summary, report, |ev| {
+        // The event moves to its shard; the reader decodes the next line into fresh storage.
+        pipeline.push(std::mem::replace(ev, Event::with_slots(slots)));
+    });
+    let pr = pipeline.finish();
+    if let Some(e) = error.lock().ok().and_then(|mut e| e.take()) {
+        return Err(ReplayError::Output(e));
+    }
+    summary.events = pr.events;
+    summary.matches = pr.engine.matches;
+    summary.timeouts = pr.engine.timeouts;
+    summary.evicted = pr.engine.evicted;
+    summary.elapsed = started.elapsed();
+    Ok((summary, pr))
+}
+
+/// Writes records as JSON lines from the sink thread; keeps the first write error.
+struct RecordWriter {
+    out: std::io::BufWriter<Box<dyn Write + Send>>,
+    buf: Vec<u8>,
+    error: Arc<Mutex<Option<std::io::Error>>>,
+}
+
+impl RecordWriter {
+    fn write(&mut self, r: &OwnedRecord) {
+        self.buf.clear();
+        r.write_json(&mut self.buf);
+        self.buf.push(b'\n');
+        if let Err(e) = self.out.write_all(&self.buf) {
+            self.fail(e);
+        }
+    }
+
+    fn fail(&mut self, e: std::io::Error) {
+        if let Ok(mut slot) = self.error.lock() {
+            slot.get_or_insert(e);
+        }
+    }
+}
+
+impl Drop for RecordWriter {
+    fn drop(&mut self) {
+        if let Err(e) = self.out.flush() {
+            self.fail(e);
+        }
+    }
+}
+
+/// Hands every good event of the inputs to `f`, merged by event time, stable by input order.
+fn merge(
+    readers: &mut [Reader],
+    summary: &mut Summary,
+    report: &mut dyn FnMut(&str),
+    mut f: impl FnMut(&mut Event),
+) {
+    let clock = ArrivalClock::new();
+    for r in readers.iter_mut() {
+        advance(r, &clock, summary, report);
+    }
+    loop {
+        // The next event: earliest time, then earliest input.
+        let mut best: Option<usize> = None;
+        for (i, r) in readers.iter().enumerate() {
+            if let Some(h) = &r.head {
+                if best.is_none_or(|b| h.ts < readers[b].head.as_ref().expect("head").ts) {
+                    best = Some(i);
+                }
+            }
+        }
+        let Some(i) = best else { break };
+        let mut ev = readers[i].head.take().expect("chosen reader has a head");
+        f(&mut ev);
+        // Reuse the event's slot storage for the next line of the same file.
+        readers[i].head = Some(ev);
+        advance(&mut readers[i], &clock, summary, report);
+    }
 }
 
 fn open_inputs(prog: &Program, inputs: &[Input]) -> Result<Vec<Reader>, ReplayError> {
