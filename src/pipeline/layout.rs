@@ -15,6 +15,9 @@ pub struct Layout {
     pub shards: usize,
     /// Slots of each ring (rounded up to a power of two).
     pub ring_capacity: usize,
+    /// The core of the calling thread (source and parse), pinned when the pipeline starts;
+    /// `None` leaves the caller where it is.
+    pub source_core: Option<usize>,
     /// The core of each shard thread; `None` leaves it to the scheduler.
     pub shard_cores: Vec<Option<usize>>,
     pub sink_core: Option<usize>,
@@ -73,6 +76,7 @@ impl Layout {
         Layout {
             shards,
             ring_capacity: 4096,
+            source_core: (cores > 1).then_some(0),
             shard_cores: (0..shards).map(worker).collect(),
             sink_core: if fuse_sink { None } else { worker(shards) },
             fuse_sink,
@@ -110,6 +114,7 @@ impl Layout {
             }),
             _ => Ok(()),
         };
+        check("the source".into(), self.source_core)?;
         for (i, c) in self.shard_cores.iter().enumerate() {
             check(format!("shard {i}"), *c)?;
         }

@@ -168,6 +168,7 @@ impl Pipeline {
         layout.validate()?;
         // Read the cores before any thread is pinned (a pinned thread passes its mask on).
         pin(None);
+        pin(layout.source_core);
         let parks = |w: WaitStrategy| matches!(w, WaitStrategy::Park { .. });
         let fused = layout.fuse_sink && layout.shards == 1;
         let mut to_shards = Vec::new();
@@ -239,7 +240,13 @@ impl Pipeline {
     /// decoders set them), waiting while the shard that owns it is full.
     // HOT PATH: the parse stage's routing.
     pub fn push(&mut self, ev: Event) {
-        let t0 = now_ns();
+        self.push_at(ev, now_ns());
+    }
+
+    /// [`Pipeline::push`] with the time (on [`now_ns`]'s clock) the event is taken to have
+    /// entered: a load generator passes the time it meant to send the event, so that a stall is
+    /// counted in the latency rather than hidden (open loop, no coordinated omission).
+    pub fn push_at(&mut self, ev: Event, t0: u64) {
         self.events += 1;
         self.route(&ev);
         let n = self.targets.len();
