@@ -127,7 +127,9 @@ impl Layout {
     }
 }
 
-/// Cores this process may run on.
+/// Cores this process may run on, read once: the count the system reports follows the calling
+/// thread's affinity, which a started pipeline narrows when it pins its caller.
 pub fn available_cores() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
