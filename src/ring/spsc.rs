@@ -69,6 +69,10 @@ impl<T> Drop for Shared<T> {
 /// The writing end of a ring.
 pub struct Producer<T> {
     shared: Arc<Shared<T>>,
+    /// The first slot and the index mask, copied out of `shared` so that reaching a slot costs
+    /// no indirection and no bounds check.
+    slots: *const Cell<MaybeUninit<T>>,
+    mask: usize,
     tail: usize,
     cached_head: usize,
 }
@@ -76,8 +80,30 @@ pub struct Producer<T> {
 /// The reading end of a ring.
 pub struct Consumer<T> {
     shared: Arc<Shared<T>>,
+    slots: *const Cell<MaybeUninit<T>>,
+    mask: usize,
     head: usize,
     cached_tail: usize,
+}
+
+// SAFETY: an end is used by one thread at a time (it is not `Sync`); `slots` points into the
+// shared allocation that the end keeps alive through `shared`.
+unsafe impl<T: Send> Send for Producer<T> {}
+// SAFETY: as for `Producer`.
+unsafe impl<T: Send> Send for Consumer<T> {}
+
+/// The slot of position `pos`.
+///
+/// # Safety
+/// `slots` must be the first slot of a live ring whose index mask is `mask`.
+#[inline(always)]
+unsafe fn slot_at<'a, T>(
+    slots: *const Cell<MaybeUninit<T>>,
+    mask: usize,
+    pos: usize,
+) -> &'a Cell<MaybeUninit<T>> {
+    // SAFETY: `pos & mask` is below the ring's length, so the pointer stays in the allocation.
+    unsafe { &*slots.add(pos & mask) }
 }
 
 /// The other end of the ring is gone; the value that could not be sent is handed back.
@@ -116,14 +142,19 @@ pub fn ring<T>(
         producer_alive: AtomicBool::new(true),
         consumer_alive: AtomicBool::new(true),
     });
+    let (slots, mask) = (shared.slots.as_ptr(), shared.mask);
     (
         Producer {
             shared: shared.clone(),
+            slots,
+            mask,
             tail: 0,
             cached_head: 0,
         },
         Consumer {
             shared,
+            slots,
+            mask,
             head: 0,
             cached_tail: 0,
         },
@@ -170,7 +201,7 @@ impl<T> Producer<T> {
     /// Free slots, reloading the consumer's position only when the cached one says none.
     #[inline]
     fn free(&mut self) -> usize {
-        let cap = self.shared.mask + 1;
+        let cap = self.mask + 1;
         let free = cap - self.tail.wrapping_sub(self.cached_head);
         if free != 0 {
             return free;
@@ -195,8 +226,9 @@ impl<T> Producer<T> {
             return Err(v);
         }
         // SAFETY: `free() > 0` means the consumer's head (loaded with Acquire) is past this
-        // slot's previous use, so nobody reads it; only this producer writes slots.
-        unsafe { self.shared.slot(self.tail).with_mut(|p| (*p).write(v)) };
+        // slot's previous use, so nobody reads it; only this producer writes slots. `slots` and
+        // `mask` are this ring's.
+        unsafe { slot_at(self.slots, self.mask, self.tail).with_mut(|p| (*p).write(v)) };
         self.tail = self.tail.wrapping_add(1);
         self.publish();
         Ok(())
@@ -211,7 +243,7 @@ impl<T> Producer<T> {
         while n < room {
             let Some(v) = items.next() else { break };
             // SAFETY: as in `try_push`, for each of the `room` free slots.
-            unsafe { self.shared.slot(self.tail).with_mut(|p| (*p).write(v)) };
+            unsafe { slot_at(self.slots, self.mask, self.tail).with_mut(|p| (*p).write(v)) };
             self.tail = self.tail.wrapping_add(1);
             n += 1;
         }
@@ -320,7 +352,8 @@ impl<T> Consumer<T> {
         for _ in 0..n {
             let c = &mut *guard.consumer;
             // SAFETY: as in `try_pop`, for each of the `n` published slots.
-            let v = unsafe { c.shared.slot(c.head).with_mut(|p| (*p).assume_init_read()) };
+            let v =
+                unsafe { slot_at(c.slots, c.mask, c.head).with_mut(|p| (*p).assume_init_read()) };
             c.head = c.head.wrapping_add(1);
             f(v);
         }
