@@ -22,7 +22,10 @@ pattern rising_stakes
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let program = Arc::new(compile(
-        &[Source { file: "rising_stakes.cep", text: PATTERN }],
+        &[Source {
+            file: "rising_stakes.cep",
+            text: PATTERN,
+        }],
         &CompileOptions::default(),
     )?);
 

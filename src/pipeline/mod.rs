@@ -133,7 +133,7 @@ pub struct Pipeline {
     targets: SmallVec<[usize; 4]>,
     events: u64,
     backpressure_ns: u64,
-    /// Last time sent to the shards (event time, arrival), and when.
+    /// The last time sent to the shards: (event time, arrival time).
     ticked: (i64, i64),
 }
 
@@ -260,11 +260,9 @@ impl Pipeline {
             };
             self.send(s, ToShard::Event(e, t0));
         }
+        // An event that no pattern reads has no target and ends here; `route` has still
+        // moved the shards' time on.
         self.targets = targets;
-        if let Some(e) = ev.as_ref() {
-            // No pattern reads its stream: nothing to route, but time still moves.
-            let _ = e;
-        }
     }
 
     /// Decodes one JSON object of `stream` and pushes it.
