@@ -478,13 +478,6 @@ impl<'a, 'p> PatternCx<'a, 'p> {
             c
         });
 
-        // time
-        if let Some(path) = &d.time {
-            if path.len() == 1 && path[0].name == "ts" {
-                // the conventional name; nothing to check
-            }
-        }
-
         // emit
         let emit = self.emit(emit);
         let on_timeout = d.on_timeout.as_ref().map(|e| {
@@ -700,7 +693,6 @@ impl<'a, 'p> PatternCx<'a, 'p> {
                     }
                 }
             };
-            let is_not = matches!(kind, ElemKind::NotNext(_) | ElemKind::NotFollow(_));
             let (looping, times, optional) = match e.quant {
                 None => (false, (1, 1), false),
                 Some(q) => {
@@ -786,7 +778,6 @@ impl<'a, 'p> PatternCx<'a, 'p> {
                     ok = false;
                 }
             }
-            let _ = is_not;
             out.push(Elem {
                 kind,
                 consuming: op,

@@ -520,17 +520,7 @@ fn advance_key(
         expiring.retain(|r| p.nfa.states[r.state as usize].kind == StateKind::Pending);
         if !expiring.is_empty() {
             let mut open: Vec<Run> = ks.runs.drain(..).collect();
-            emit_matches(
-                p,
-                prog,
-                &mut expiring,
-                &mut open,
-                key,
-                ts,
-                scratch,
-                stats,
-                out,
-            );
+            emit_matches(p, &mut expiring, &mut open, key, ts, scratch, stats, out);
             ks.runs.extend(open);
         }
         scratch.matches = expiring;
@@ -785,7 +775,6 @@ fn process_key(
     }
     emit_matches(
         p,
-        prog,
         &mut matches,
         &mut new_runs,
         key,
@@ -892,7 +881,6 @@ fn tie_key(r: &Run) -> Vec<(u64, NameId)> {
 #[allow(clippy::too_many_arguments)]
 fn emit_matches(
     p: &CompiledPattern,
-    _prog: &Program,
     matches: &mut Vec<Run>,
     open: &mut Vec<Run>,
     key: &Value,
