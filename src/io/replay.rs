@@ -194,10 +194,11 @@ pub fn replay_sharded(
     let mut pipeline = Pipeline::start_with(prog.clone(), layout, opts, move |r| sink.write(r))
         .map_err(|e| ReplayError::Streams(e.to_string()))?;
     let mut summary = Summary::default();
-    let slots = prog.fields.len();
     merge(&mut readers, &mut summary, report, |ev| {
-        // The event moves to its shard; the reader decodes the next line into fresh storage.
-        pipeline.push(std::mem::replace(ev, Event::with_slots(slots)));
+        // The event moves to its shard; the reader decodes the next line into storage that a
+        // shard has finished with.
+        let spare = pipeline.spare_event();
+        pipeline.push(std::mem::replace(ev, spare));
     });
     let pr = pipeline.finish();
     if let Some(e) = error.lock().ok().and_then(|mut e| e.take()) {

@@ -125,6 +125,10 @@ struct SinkOut {
 pub struct Pipeline {
     prog: Arc<Program>,
     shards: Vec<Producer<ToShard>>,
+    /// Events the shards are done with, coming back for their storage to be reused: an event
+    /// crossing to a shard then costs no allocation on this thread and no free on that one.
+    returned: Vec<Consumer<Event>>,
+    next_return: usize,
     shard_threads: Vec<JoinHandle<ShardOut>>,
     sink_thread: Option<JoinHandle<SinkOut>>,
     waiter: Waiter,
@@ -172,6 +176,7 @@ impl Pipeline {
         let parks = |w: WaitStrategy| matches!(w, WaitStrategy::Park { .. });
         let fused = layout.fuse_sink && layout.shards == 1;
         let mut to_shards = Vec::new();
+        let mut returned = Vec::new();
         let mut shard_threads = Vec::new();
         let mut to_sink = Vec::new();
         let mut output = Some(output);
@@ -182,6 +187,8 @@ impl Pipeline {
                 parks(layout.shard_wait),
             );
             to_shards.push(tx);
+            let (back_tx, back_rx) = ring::<Event>(layout.ring_capacity, false, false);
+            returned.push(back_rx);
             let sink = if fused {
                 ShardSink::Fused(Box::new(output.take().expect("one fused shard")))
             } else {
@@ -199,7 +206,7 @@ impl Pipeline {
             shard_threads.push(
                 std::thread::Builder::new()
                     .name(format!("kairos-shard-{i}"))
-                    .spawn(move || run_shard(engine, rx, sink, core, wait))?,
+                    .spawn(move || run_shard(engine, rx, back_tx, sink, core, wait))?,
             );
         }
         let sink_thread = if fused {
@@ -221,6 +228,8 @@ impl Pipeline {
             scratch: Event::with_slots(prog.fields.len()),
             prog,
             shards: to_shards,
+            returned,
+            next_return: 0,
             shard_threads,
             sink_thread,
             waiter: Waiter::new(layout.source_wait),
@@ -234,6 +243,20 @@ impl Pipeline {
 
     pub fn program(&self) -> &Arc<Program> {
         &self.prog
+    }
+
+    /// Storage for the next event: one the shards have finished with, or a new one. Fill it
+    /// (a decoder resets every slot) and [`Pipeline::push`] it.
+    pub fn spare_event(&mut self) -> Event {
+        let n = self.returned.len();
+        for k in 0..n {
+            let i = (self.next_return + k) % n;
+            if let Some(ev) = self.returned[i].try_pop() {
+                self.next_return = i;
+                return ev;
+            }
+        }
+        Event::with_slots(self.prog.fields.len())
     }
 
     /// Pushes a parsed event (its `stream`, `ts`, `arrival` and slots set as the program's
@@ -281,7 +304,7 @@ impl Pipeline {
             return Err(e.into());
         }
         ev.stream = sid as u16;
-        self.scratch = Event::with_slots(self.prog.fields.len());
+        self.scratch = self.spare_event();
         self.push(ev);
         Ok(())
     }
@@ -381,6 +404,7 @@ enum ShardSink {
 fn run_shard(
     mut engine: Engine,
     mut rx: Consumer<ToShard>,
+    mut back: Producer<Event>,
     mut sink: ShardSink,
     core: Option<usize>,
     wait: WaitStrategy,
@@ -420,6 +444,8 @@ fn run_shard(
                     current_ingress.set(t0);
                     engine.process(&mut ev, &mut out);
                     let _ = latency.record(now_ns().saturating_sub(t0).max(1));
+                    // Back to the source for reuse; when its return ring is full, freed here.
+                    let _ = back.try_push(ev);
                 }
                 ToShard::Tick(ts, arrival) => {
                     current_ingress.set(now_ns());
