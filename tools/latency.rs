@@ -118,6 +118,14 @@ fn main() {
         us(h.value_at_quantile(0.999)),
         us(h.max())
     );
+    let r = &report.ring_latency;
+    println!(
+        "event to taken off its shard's ring (us): p50 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}",
+        us(r.value_at_quantile(0.5)),
+        us(r.value_at_quantile(0.99)),
+        us(r.value_at_quantile(0.999)),
+        us(r.max())
+    );
     println!(
         "event to leaving its match shard (us): p50 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}",
         us(m.value_at_quantile(0.5)),

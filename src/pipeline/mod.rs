@@ -84,6 +84,9 @@ pub struct Report {
     pub source_backpressure_ns: u64,
     /// Time the shards spent waiting on a full sink ring, ns.
     pub shard_backpressure_ns: u64,
+    /// Entering the pipeline to being taken off a shard's ring (routing plus the ring hop,
+    /// including any queueing), per event, ns.
+    pub ring_latency: Histogram<u64>,
     /// Entering the pipeline to leaving a match shard, per event, ns.
     pub match_latency: Histogram<u64>,
     /// Entering the pipeline (the completing event) to the record reaching the output, ns.
@@ -111,6 +114,7 @@ pub enum PushError {
 struct ShardOut {
     stats: EngineStats,
     latency: Histogram<u64>,
+    ring_latency: Histogram<u64>,
     backpressure_ns: u64,
     records: u64,
     fused_latency: Option<Histogram<u64>>,
@@ -370,6 +374,7 @@ impl Pipeline {
             engine: EngineStats::default(),
             source_backpressure_ns: backpressure_ns,
             shard_backpressure_ns: 0,
+            ring_latency: histogram(),
             match_latency: histogram(),
             sink_latency: histogram(),
         };
@@ -382,6 +387,7 @@ impl Pipeline {
             report.shard_backpressure_ns += out.backpressure_ns;
             report.records += out.records;
             let _ = report.match_latency.add(&out.latency);
+            let _ = report.ring_latency.add(&out.ring_latency);
             if let Some(h) = out.fused_latency {
                 let _ = report.sink_latency.add(&h);
             }
@@ -411,6 +417,7 @@ fn run_shard(
 ) -> ShardOut {
     pin(core);
     let mut latency = histogram();
+    let mut ring_latency = histogram();
     let mut fused_latency = matches!(sink, ShardSink::Fused(_)).then(histogram);
     let mut records = 0u64;
     let mut backpressure_ns = 0u64;
@@ -442,6 +449,7 @@ fn run_shard(
             match msg {
                 ToShard::Event(mut ev, t0) => {
                     current_ingress.set(t0);
+                    let _ = ring_latency.record(now_ns().saturating_sub(t0).max(1));
                     engine.process(&mut ev, &mut out);
                     let _ = latency.record(now_ns().saturating_sub(t0).max(1));
                     // Back to the source for reuse; when its return ring is full, freed here.
@@ -460,6 +468,7 @@ fn run_shard(
     ShardOut {
         stats: engine.stats(),
         latency,
+        ring_latency,
         backpressure_ns,
         records,
         fused_latency,
