@@ -505,3 +505,43 @@ fn a_repeated_group_is_reluctant_whatever_is_written() {
     assert_eq!(greedy, reluctant);
     assert!(greedy.contains(&json!({"a":[1,3],"b":[2,4]})), "{greedy:?}");
 }
+
+#[test]
+fn lines_end_at_newlines_crlf_and_blank_lines_included() {
+    let text = "pattern p\n  from s\n  time ts\n  match a -> b\n  emit out { a: a.id, b: b.id }\n";
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.jsonl");
+    // CRLF endings, a blank line, a line of spaces, an object split over two lines (each half
+    // is malformed JSON lines input), and no newline at the very end.
+    std::fs::write(
+        &path,
+        "{\"id\":1,\"ts\":1}\r\n\n   \n{\"id\":2,\n\"ts\":2}\n{\"id\":3,\"ts\":3}",
+    )
+    .unwrap();
+    let prog = Arc::new(program("t.cep", text));
+    let mut out = Vec::new();
+    let mut reports = Vec::new();
+    let summary = replay(
+        prog,
+        &[Input { stream: None, path }],
+        EngineOptions::default(),
+        &mut out,
+        &mut |l: &str| reports.push(l.to_string()),
+    )
+    .unwrap();
+    let recs: Vec<J> = String::from_utf8(out)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(values(&recs), vec![json!({"a":1,"b":3})]);
+    assert_eq!(summary.malformed, 2);
+    assert!(
+        reports[0].contains("s.jsonl:4: malformed event"),
+        "{reports:?}"
+    );
+    assert!(
+        reports[1].contains("s.jsonl:5: malformed event"),
+        "{reports:?}"
+    );
+}

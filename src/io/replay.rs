@@ -327,17 +327,18 @@ fn advance(
     let bytes = r.data.bytes();
     while r.pos < bytes.len() {
         let rest = &bytes[r.pos..];
-        let end = memchr::memchr(b'\n', rest).unwrap_or(rest.len());
-        let line = &rest[..end];
-        r.pos += end + 1;
         r.line += 1;
-        // Blank lines are skipped silently; a line that opens an object is not blank.
-        if line.first() != Some(&b'{') && line.iter().all(|b| b.is_ascii_whitespace()) {
-            continue;
-        }
         let arrival = if r.needs_arrival { clock.now() } else { 0 };
-        match r.decoder.decode(line, arrival, &mut ev) {
-            Ok(()) => {
+        let decoded = r.decoder.decode_line(rest, arrival, &mut ev);
+        let len = match &decoded {
+            Ok((len, _)) => *len,
+            // The line is malformed: find its end to skip it.
+            Err(_) => memchr::memchr(b'\n', rest).unwrap_or(rest.len()),
+        };
+        r.pos += len + 1;
+        match decoded {
+            Ok((_, false)) => continue, // a blank line
+            Ok((_, true)) => {
                 if ev.ts < r.last_ts {
                     summary.late += 1;
                     report(&format!(
@@ -360,6 +361,7 @@ fn advance(
             }
         }
     }
+    r.head = None;
 }
 
 /// Arrival time for streams without a time field: the wall clock, made monotonic.
