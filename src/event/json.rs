@@ -129,7 +129,7 @@ impl JsonDecoder {
         self.nslots
     }
 
-    /// Decodes one line into `ev` (its slots are reset first) and sets `ev.ts` from the time
+    /// Decodes one JSON object into `ev` (its slots are reset first) and sets `ev.ts` from the time
     /// field, or to `arrival` where there is none.
     ///
     /// ```
@@ -143,37 +143,13 @@ impl JsonDecoder {
     /// ```
     // HOT PATH: runs once per input event.
     pub fn decode(&self, line: &[u8], arrival: i64, ev: &mut Event) -> Result<(), DecodeError> {
-        if ev.slots.len() != self.nslots {
-            ev.slots.resize(self.nslots, Value::Null);
-        }
-        for s in ev.slots.iter_mut() {
-            *s = Value::Null;
-        }
-        let mut c = Cursor::new(line);
-        c.ws();
-        if c.peek() != Some(b'{') {
-            let _ = c.fail::<()>("expected a JSON object");
-            return Err(c.error());
-        }
-        if c.object(Some(&self.trie), &mut ev.slots, 0).is_err() {
-            return Err(c.error());
-        }
-        c.ws();
-        if c.i != line.len() {
-            let _ = c.fail::<()>("unexpected data after the JSON object");
-            return Err(c.error());
-        }
-        ev.arrival = arrival;
-        ev.ts = match self.time_slot {
-            None => arrival,
-            Some(slot) => self.time_of(&ev.slots[slot])?,
-        };
-        Ok(())
+        self.decode_object(Cursor::new(line), arrival, ev)
+            .map(|_| ())
     }
 
     /// Decodes the line at the start of `buf` (JSON lines: the object must end its line).
-    /// Returns the length of the line without its newline, or `Ok(None)` for a blank line of
-    /// that length. On an error, the caller finds the line's end itself.
+    /// Returns the length of the line without its newline, and whether it held an event (a
+    /// blank line does not). On an error, the caller finds the line's end itself.
     // HOT PATH: the decoder finds the end of the line as it parses, so the bytes are read once.
     pub fn decode_line(
         &self,
@@ -184,13 +160,25 @@ impl JsonDecoder {
         let mut c = Cursor::new(buf);
         c.line_mode = true;
         c.ws();
-        match c.peek() {
-            None | Some(b'\n') => return Ok((c.i, false)),
-            Some(b'{') => {}
-            Some(_) => {
-                let _ = c.fail::<()>("expected a JSON object");
-                return Err(c.error());
-            }
+        if let None | Some(b'\n') = c.peek() {
+            return Ok((c.i, false));
+        }
+        self.decode_object(c, arrival, ev).map(|end| (end, true))
+    }
+
+    /// Decodes the object at the cursor (after leading whitespace) into `ev`; it must be all
+    /// that is left (up to a newline in line mode). Returns where it ended.
+    #[inline(always)]
+    fn decode_object(
+        &self,
+        mut c: Cursor<'_>,
+        arrival: i64,
+        ev: &mut Event,
+    ) -> Result<usize, DecodeError> {
+        c.ws();
+        if c.peek() != Some(b'{') {
+            let _ = c.fail::<()>("expected a JSON object");
+            return Err(c.error());
         }
         if ev.slots.len() != self.nslots {
             ev.slots.resize(self.nslots, Value::Null);
@@ -202,7 +190,12 @@ impl JsonDecoder {
             return Err(c.error());
         }
         c.ws();
-        if !matches!(c.peek(), None | Some(b'\n')) {
+        let at_end = match c.peek() {
+            None => true,
+            Some(b'\n') => c.line_mode,
+            Some(_) => false,
+        };
+        if !at_end {
             let _ = c.fail::<()>("unexpected data after the JSON object");
             return Err(c.error());
         }
@@ -211,7 +204,7 @@ impl JsonDecoder {
             None => arrival,
             Some(slot) => self.time_of(&ev.slots[slot])?,
         };
-        Ok((c.i, true))
+        Ok(c.i)
     }
 
     fn time_of(&self, v: &Value) -> Result<i64, DecodeError> {
