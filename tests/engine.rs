@@ -545,3 +545,14 @@ fn lines_end_at_newlines_crlf_and_blank_lines_included() {
         "{reports:?}"
     );
 }
+
+#[test]
+fn an_event_built_with_too_few_slots_reads_nulls() {
+    let text = "pattern p\n  from s\n  key user\n  time ts\n  match a\n  define\n    a = (x > 1)\n  emit out { x: a.x }\n";
+    let prog = Arc::new(program("t.cep", text));
+    let mut engine = Engine::new(prog, EngineOptions::default());
+    let mut out: Vec<OwnedRecord> = Vec::new();
+    let mut ev = Event::default();
+    engine.process(&mut ev, &mut out);
+    assert!(out.is_empty());
+}

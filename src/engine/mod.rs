@@ -305,6 +305,10 @@ impl Engine {
     /// matches of its key in every pattern that reads its stream. Assigns `ev.seq`.
     // HOT PATH
     pub fn process(&mut self, ev: &mut Event, out: &mut dyn Output) {
+        // An event built by hand with too few slots reads null where fields are missing.
+        if ev.slots.len() < self.prog.fields.len() {
+            ev.slots.resize(self.prog.fields.len(), Value::Null);
+        }
         self.state.position += 1;
         ev.seq = self.state.position;
         self.stats.events += 1;

@@ -40,7 +40,7 @@ pub use layout::{available_cores, Layout, LayoutError};
 
 use crate::compile::Program;
 use crate::engine::{key_of, shard_of, Engine, EngineOptions, EngineStats, OwnedRecord, Record};
-use crate::event::{DecodeError, Event, JsonDecoder};
+use crate::event::{DecodeError, Event, JsonDecoder, Value};
 use crate::ring::{ring, Consumer, Producer, WaitStrategy, Waiter};
 use hdrhistogram::Histogram;
 use smallvec::SmallVec;
@@ -273,7 +273,11 @@ impl Pipeline {
     /// [`Pipeline::push`] with the time (on [`now_ns`]'s clock) the event is taken to have
     /// entered: a load generator passes the time it meant to send the event, so that a stall is
     /// counted in the latency rather than hidden (open loop, no coordinated omission).
-    pub fn push_at(&mut self, ev: Event, t0: u64) {
+    pub fn push_at(&mut self, mut ev: Event, t0: u64) {
+        // Routing reads key fields: an event built by hand with too few slots gets nulls.
+        if ev.slots.len() < self.prog.fields.len() {
+            ev.slots.resize(self.prog.fields.len(), Value::Null);
+        }
         self.events += 1;
         self.route(&ev);
         let n = self.targets.len();
