@@ -49,12 +49,7 @@ fn run_with(
         &mut |l: &str| reports.push(l.to_string()),
     )
     .unwrap();
-    let recs = String::from_utf8(out)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    (recs, reports, summary)
+    (records(&out), reports, summary)
 }
 
 fn run(text: &str, inputs: &[(&str, &[&str])]) -> Vec<J> {
@@ -367,21 +362,7 @@ fn a_quiet_keys_window_closes_when_time_passes_it() {
         .join("\n"),
     )
     .unwrap();
-    let prog = Arc::new(program("t.cep", text));
-    let mut out = Vec::new();
-    replay(
-        prog,
-        &[Input { stream: None, path }],
-        EngineOptions::default(),
-        &mut out,
-        &mut |_: &str| {},
-    )
-    .unwrap();
-    let lines: Vec<J> = String::from_utf8(out)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let (lines, _, _) = run_replay(program("t.cep", text), &[Input { stream: None, path }]);
     assert_eq!(lines.len(), 1);
     assert_eq!(lines[0]["key"], json!("u1"));
     assert_eq!(lines[0]["ts"], json!(10));
@@ -518,22 +499,8 @@ fn lines_end_at_newlines_crlf_and_blank_lines_included() {
         "{\"id\":1,\"ts\":1}\r\n\n   \n{\"id\":2,\n\"ts\":2}\n{\"id\":3,\"ts\":3}",
     )
     .unwrap();
-    let prog = Arc::new(program("t.cep", text));
-    let mut out = Vec::new();
-    let mut reports = Vec::new();
-    let summary = replay(
-        prog,
-        &[Input { stream: None, path }],
-        EngineOptions::default(),
-        &mut out,
-        &mut |l: &str| reports.push(l.to_string()),
-    )
-    .unwrap();
-    let recs: Vec<J> = String::from_utf8(out)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let (recs, summary, reports) =
+        run_replay(program("t.cep", text), &[Input { stream: None, path }]);
     assert_eq!(values(&recs), vec![json!({"a":1,"b":3})]);
     assert_eq!(summary.malformed, 2);
     assert!(

@@ -8,7 +8,7 @@ mod common;
 use common::*;
 use kairos::compile::{compile, CompileOptions, Source};
 use kairos::engine::EngineOptions;
-use kairos::io::replay::{replay, replay_sharded, Input};
+use kairos::io::replay::{replay_sharded, Input};
 use kairos::pipeline::{Layout, LayoutError, Pipeline};
 use kairos::ring::WaitStrategy;
 use serde_json::Value as J;
@@ -41,11 +41,7 @@ fn sharded(prog: kairos::compile::Program, inputs: &[Input], layout: Layout) -> 
     )
     .expect("replay runs");
     let bytes = out.0.lock().unwrap().clone();
-    String::from_utf8(bytes)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
+    records(&bytes)
 }
 
 #[test]
@@ -123,20 +119,7 @@ fn nothing_admitted_is_lost_under_back_pressure_and_shutdown() {
         .unwrap()
     };
 
-    let mut single = Vec::new();
-    let summary = replay(
-        Arc::new(prog()),
-        &input(),
-        EngineOptions::default(),
-        &mut single,
-        &mut |_| {},
-    )
-    .unwrap();
-    let want: Vec<J> = String::from_utf8(single)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let (want, summary, _) = run_replay(prog(), &input());
     assert!(summary.matches > 100 && summary.timeouts > 100, "{summary}");
 
     // Spinning only where every stage has a core (one shard, sink fused: two threads); with

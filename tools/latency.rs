@@ -101,41 +101,31 @@ fn main() {
     }
     let sent_for = now_ns() - start;
     let report = pipeline.finish();
-    let h = &report.sink_latency;
-    let m = &report.match_latency;
-    let us = |v: u64| v as f64 / 1000.0;
     println!(
         "rate {rate}/s  shards {shards}  events {}  records {}  achieved {:.0}/s",
         report.events,
         report.records,
         report.events as f64 / (sent_for as f64 / 1e9)
     );
+    print_latency("event to record out", &report.sink_latency);
+    print_latency("event to taken off its shard's ring", &report.ring_latency);
+    print_latency("event to leaving its match shard", &report.match_latency);
     println!(
-        "event to record out (us): p50 {:.2}  p90 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}",
+        "back-pressure: source {:.1} ms, shards {:.1} ms",
+        report.source_backpressure_ns as f64 / 1e6,
+        report.shard_backpressure_ns as f64 / 1e6
+    );
+}
+
+/// One line of percentiles, in microseconds.
+fn print_latency(what: &str, h: &hdrhistogram::Histogram<u64>) {
+    let us = |v: u64| v as f64 / 1000.0;
+    println!(
+        "{what} (us): p50 {:.2}  p90 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}",
         us(h.value_at_quantile(0.5)),
         us(h.value_at_quantile(0.9)),
         us(h.value_at_quantile(0.99)),
         us(h.value_at_quantile(0.999)),
         us(h.max())
-    );
-    let r = &report.ring_latency;
-    println!(
-        "event to taken off its shard's ring (us): p50 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}",
-        us(r.value_at_quantile(0.5)),
-        us(r.value_at_quantile(0.99)),
-        us(r.value_at_quantile(0.999)),
-        us(r.max())
-    );
-    println!(
-        "event to leaving its match shard (us): p50 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}",
-        us(m.value_at_quantile(0.5)),
-        us(m.value_at_quantile(0.99)),
-        us(m.value_at_quantile(0.999)),
-        us(m.max())
-    );
-    println!(
-        "back-pressure: source {:.1} ms, shards {:.1} ms",
-        report.source_backpressure_ns as f64 / 1e6,
-        report.shard_backpressure_ns as f64 / 1e6
     );
 }

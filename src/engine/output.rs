@@ -25,14 +25,6 @@ impl Record<'_> {
         write_envelope(out, self.pattern, self.sink, self.key, self.ts, fields);
     }
 
-    /// Writes only the emitted object (the Kafka message value).
-    pub fn write_value_json(&self, out: &mut Vec<u8>) {
-        write_object(
-            out,
-            self.names.iter().map(|(n, _)| n.as_str()).zip(self.values),
-        );
-    }
-
     pub fn to_owned(&self) -> OwnedRecord {
         OwnedRecord {
             pattern: self.pattern.to_string(),

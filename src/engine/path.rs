@@ -25,20 +25,6 @@ pub struct PathNode {
     pub vals: NodeValues,
 }
 
-impl PathNode {
-    /// The nodes from the first to this one.
-    pub fn to_vec(&self) -> Vec<&PathNode> {
-        let mut v = Vec::new();
-        let mut n = Some(self);
-        while let Some(x) = n {
-            v.push(x);
-            n = x.prev.as_deref();
-        }
-        v.reverse();
-        v
-    }
-}
-
 impl Drop for PathNode {
     // A long loop makes a long list; dropping it recursively could overflow the stack.
     fn drop(&mut self) {

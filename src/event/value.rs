@@ -112,21 +112,6 @@ impl Value {
             }
         }
     }
-
-    /// Converts from a `serde_json` value (used by tests and tools, not by the hot path).
-    pub fn from_json(v: &serde_json::Value) -> Value {
-        match v {
-            serde_json::Value::Null => Value::Null,
-            serde_json::Value::Bool(b) => Value::Bool(*b),
-            serde_json::Value::Number(n) => match n.as_i64() {
-                Some(i) => Value::Int(i),
-                None => Value::Float(n.as_f64().unwrap_or(f64::NAN)),
-            },
-            serde_json::Value::String(s) => Value::Str(SmolStr::new(s)),
-            serde_json::Value::Array(a) => Value::List(a.iter().map(Value::from_json).collect()),
-            serde_json::Value::Object(_) => Value::Null,
-        }
-    }
 }
 
 /// Writes `s` as a JSON string literal.

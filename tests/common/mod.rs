@@ -25,12 +25,16 @@ pub fn run_replay(prog: Program, inputs: &[Input]) -> (Vec<J>, Summary, Vec<Stri
         &mut |l: &str| reports.push(l.to_string()),
     )
     .expect("replay runs");
-    let text = String::from_utf8(out).expect("utf-8 output");
-    let recs = text
+    (records(&out), summary, reports)
+}
+
+/// The records of `replay` output: one JSON object per line.
+pub fn records(out: &[u8]) -> Vec<J> {
+    std::str::from_utf8(out)
+        .expect("utf-8 output")
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad output line {l}: {e}")))
-        .collect();
-    (recs, summary, reports)
+        .collect()
 }
 
 pub fn read_jsonl(path: &Path) -> Vec<J> {
