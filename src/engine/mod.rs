@@ -303,8 +303,19 @@ impl Engine {
 
     /// Processes one event: closes the windows that its time passes, then advances the partial
     /// matches of its key in every pattern that reads its stream. Assigns `ev.seq`.
-    // HOT PATH
     pub fn process(&mut self, ev: &mut Event, out: &mut dyn Output) {
+        self.process_inner(ev, None, out)
+    }
+
+    /// [`Engine::process`] for a shard's engine, when the router has already found which
+    /// patterns' keys this shard owns: bit `i` of `patterns` for pattern `i` (programs of up to
+    /// 64 patterns). The engine then need not hash the keys again.
+    pub fn process_routed(&mut self, ev: &mut Event, patterns: u64, out: &mut dyn Output) {
+        self.process_inner(ev, Some(patterns), out)
+    }
+
+    // HOT PATH
+    fn process_inner(&mut self, ev: &mut Event, routed: Option<u64>, out: &mut dyn Output) {
         // An event built by hand with too few slots reads null where fields are missing.
         if ev.slots.len() < self.prog.fields.len() {
             ev.slots.resize(self.prog.fields.len(), Value::Null);
@@ -321,8 +332,13 @@ impl Engine {
             let now = if p.event_time { ev.ts } else { ev.arrival };
             let st = &mut self.state.patterns[pi];
             fire_timers(p, prog, st, now, &mut self.scratch, &mut self.stats, out);
+            if let Some(mask) = routed {
+                if pi >= 64 || mask & (1 << pi) == 0 {
+                    continue;
+                }
+            }
             let key = key_of(p, prog, ev);
-            if let Some((index, count)) = self.shard {
+            if let (None, Some((index, count))) = (routed, self.shard) {
                 if shard_of(&key, count) != index {
                     continue;
                 }
@@ -386,18 +402,7 @@ impl Engine {
     /// Advances time to `now` (ns) without an event: closes every window that ends at or before
     /// it. A live source calls this when its partitions are idle.
     pub fn advance_to(&mut self, now: i64, out: &mut dyn Output) {
-        let prog = &*self.prog;
-        for (pi, p) in prog.patterns.iter().enumerate() {
-            fire_timers(
-                p,
-                prog,
-                &mut self.state.patterns[pi],
-                now,
-                &mut self.scratch,
-                &mut self.stats,
-                out,
-            );
-        }
+        self.advance_clocks(now, now, out);
     }
 
     /// Advances time without an event, each pattern by its own clock: event time for patterns

@@ -56,11 +56,16 @@ pub fn now_ns() -> u64 {
 
 /// What travels from the source to a shard.
 enum ToShard {
-    /// An event and the time it entered the pipeline.
-    Event(Event, u64),
+    /// An event, the time it entered the pipeline, and the patterns whose keys this shard owns
+    /// for it (bit `i` for pattern `i`; `ALL_PATTERNS` when there are more than 64 patterns and
+    /// the shard checks ownership itself).
+    Event(Event, u64, u64),
     /// Time has reached (event time, arrival time): close the windows it passes.
     Tick(i64, i64),
 }
+
+/// The pattern mask that tells a shard to check key ownership itself.
+const ALL_PATTERNS: u64 = u64::MAX;
 
 /// What travels from a shard to the sink: a record and the time its event entered.
 struct ToSink(OwnedRecord, u64);
@@ -138,7 +143,8 @@ pub struct Pipeline {
     waiter: Waiter,
     decoders: Vec<JsonDecoder>,
     scratch: Event,
-    targets: SmallVec<[usize; 4]>,
+    /// The shards an event goes to, each with the mask of patterns routed there.
+    targets: SmallVec<[(usize, u64); 4]>,
     events: u64,
     backpressure_ns: u64,
     /// The last time sent to the shards: (event time, arrival time).
@@ -283,13 +289,13 @@ impl Pipeline {
         let n = self.targets.len();
         let targets = std::mem::take(&mut self.targets);
         let mut ev = Some(ev);
-        for (k, &s) in targets.iter().enumerate() {
+        for (k, &(s, patterns)) in targets.iter().enumerate() {
             let e = if k + 1 == n {
                 ev.take().expect("the last target takes the event")
             } else {
                 ev.as_ref().expect("kept for the last target").clone()
             };
-            self.send(s, ToShard::Event(e, t0));
+            self.send(s, ToShard::Event(e, t0, patterns));
         }
         // An event that no pattern reads has no target and ends here; `route` has still
         // moved the shards' time on.
@@ -322,7 +328,8 @@ impl Pipeline {
     fn route(&mut self, ev: &Event) {
         self.targets.clear();
         let count = self.shards.len();
-        for p in &self.prog.patterns {
+        let many = self.prog.patterns.len() > 64;
+        for (pi, p) in self.prog.patterns.iter().enumerate() {
             if !p.reads.get(ev.stream as usize).copied().unwrap_or(false) {
                 continue;
             }
@@ -331,8 +338,10 @@ impl Pipeline {
             } else {
                 shard_of(&key_of(p, &self.prog, ev), count)
             };
-            if !self.targets.contains(&s) {
-                self.targets.push(s);
+            let bit = if many { ALL_PATTERNS } else { 1 << pi };
+            match self.targets.iter_mut().find(|t| t.0 == s) {
+                Some(t) => t.1 |= bit,
+                None => self.targets.push((s, bit)),
             }
         }
         let (t, a) = self.ticked;
@@ -340,7 +349,7 @@ impl Pipeline {
             self.ticked = (ev.ts.max(t), ev.arrival.max(a));
             let (ts, arrival) = self.ticked;
             for s in 0..count {
-                if !self.targets.contains(&s) {
+                if !self.targets.iter().any(|t| t.0 == s) {
                     self.send(s, ToShard::Tick(ts, arrival));
                 }
             }
@@ -451,10 +460,14 @@ fn run_shard(
         };
         while let Some(msg) = rx.pop(&mut waiter) {
             match msg {
-                ToShard::Event(mut ev, t0) => {
+                ToShard::Event(mut ev, t0, patterns) => {
                     current_ingress.set(t0);
                     let _ = ring_latency.record(now_ns().saturating_sub(t0).max(1));
-                    engine.process(&mut ev, &mut out);
+                    if patterns == ALL_PATTERNS {
+                        engine.process(&mut ev, &mut out);
+                    } else {
+                        engine.process_routed(&mut ev, patterns, &mut out);
+                    }
                     let _ = latency.record(now_ns().saturating_sub(t0).max(1));
                     // Back to the source for reuse; when its return ring is full, freed here.
                     let _ = back.try_push(ev);
