@@ -20,10 +20,13 @@
 //! ```
 
 pub mod compile;
+pub mod config;
+pub mod daemon;
 pub mod engine;
 pub mod event;
 pub mod io;
 pub mod lang;
+pub mod metrics;
 pub mod pipeline;
 pub mod ring;
 

@@ -66,6 +66,18 @@ enum Cmd {
         #[arg(long, short)]
         quiet: bool,
     },
+    /// The daemon: read Kafka topics, match, write records to Kafka topics.
+    Run {
+        /// The configuration file (see docs/config.md).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Check the configuration, the patterns and the brokers, then exit.
+        #[arg(long)]
+        check: bool,
+        /// Log as JSON lines instead of text.
+        #[arg(long)]
+        json_logs: bool,
+    },
 }
 
 fn main() {
@@ -102,8 +114,69 @@ fn load_or_report(
     }
 }
 
+/// Structured logs on stderr; `RUST_LOG` chooses what (default `info`).
+fn init_logs(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        b.json().init();
+    } else {
+        b.init();
+    }
+}
+
+fn run_daemon(config: PathBuf, check: bool, json_logs: bool) -> Result<i32> {
+    init_logs(json_logs);
+    let config = kairos::config::Config::load(&config)?;
+    if check {
+        let prepared = kairos::daemon::check(config)?;
+        println!(
+            "ok: {} ({} patterns, {} streams, {} sinks; brokers at {} answer and hold every topic)",
+            prepared.config.file,
+            prepared.program.patterns.len(),
+            prepared.config.streams.len(),
+            prepared.config.sinks.len(),
+            prepared.config.kafka.brokers
+        );
+        return Ok(0);
+    }
+    let prepared = kairos::daemon::prepare(config)?;
+    let shutdown = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, shutdown.clone())
+            .context("cannot install the signal handlers")?;
+    }
+    match kairos::daemon::run(prepared, shutdown, |_| {}) {
+        Ok(r) => {
+            tracing::info!(
+                events = r.pipeline.events,
+                records = r.pipeline.records,
+                dead_letters = r.dead_letters,
+                late = r.late,
+                checkpoints = r.checkpoints,
+                revoked_runs = r.revoked_runs,
+                "stopped after draining"
+            );
+            Ok(0)
+        }
+        Err(e @ kairos::daemon::DaemonError::Delivery) => {
+            tracing::error!("{e}");
+            Ok(3)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
 fn run(cli: Cli) -> Result<i32> {
     match cli.cmd {
+        Cmd::Run {
+            config,
+            check,
+            json_logs,
+        } => run_daemon(config, check, json_logs),
         Cmd::Check { paths, quiet } => {
             let Some(prog) = load_or_report(&paths, &CompileOptions::default())? else {
                 return Ok(1);

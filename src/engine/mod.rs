@@ -66,6 +66,8 @@ pub struct EngineStats {
     pub timeouts: u64,
     /// Partial matches dropped because a key held more than `max_runs_per_key`.
     pub evicted: u64,
+    /// Partial matches dropped with their origin ([`Engine::drop_origins`]).
+    pub dropped: u64,
     /// Partial matches open now.
     pub live_runs: u64,
     /// Keys with open partial matches now.
@@ -94,6 +96,8 @@ pub struct KeyState {
     next_close: i64,
     /// The deadline this key has in the timer queue, `i64::MAX` if none.
     scheduled: i64,
+    /// The origin of the key's last event (see [`Event::origin`]).
+    pub origin: u32,
 }
 
 impl Default for KeyState {
@@ -102,6 +106,7 @@ impl Default for KeyState {
             runs: Runs::new(),
             next_close: i64::MAX,
             scheduled: i64::MAX,
+            origin: 0,
         }
     }
 }
@@ -186,6 +191,26 @@ pub struct EngineState {
     pub position: u64,
     /// By pattern, in the program's order.
     pub patterns: Vec<PatternState>,
+}
+
+/// A snapshot that cannot be read back.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot read engine state: {0}")]
+pub struct StateDecodeError(String);
+
+impl EngineState {
+    /// The state in a compact binary form (bincode), for checkpoints.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        bincode::serde::encode_to_vec(self, bincode::config::standard())
+            .expect("engine state is plain data and always encodes")
+    }
+
+    /// Reads back [`EngineState::to_bytes`].
+    pub fn from_bytes(bytes: &[u8]) -> Result<EngineState, StateDecodeError> {
+        bincode::serde::decode_from_slice(bytes, bincode::config::standard())
+            .map(|(st, _)| st)
+            .map_err(|e| StateDecodeError(e.to_string()))
+    }
 }
 
 /// A snapshot that does not fit the engine's program.
@@ -282,6 +307,11 @@ impl Engine {
             .map(|k| k.runs.len() as u64)
             .sum();
         s
+    }
+
+    /// The counters alone, without the live figures that [`Engine::stats`] counts.
+    pub fn counters(&self) -> &EngineStats {
+        &self.stats
     }
 
     /// The engine's state: plain data, serializable.
@@ -384,6 +414,7 @@ impl Engine {
             );
             let empty = ks.runs.is_empty();
             if !empty {
+                ks.origin = ev.origin;
                 schedule(timers, timer_seq, ks, &key);
             }
             match (fresh, empty) {
@@ -421,6 +452,25 @@ impl Engine {
                 out,
             );
         }
+    }
+
+    /// Forgets the partial matches of every key whose last event came from one of `origins`
+    /// (a source lost those inputs, e.g. Kafka partitions revoked by a rebalance; their new
+    /// owner starts them again from its committed offsets). Returns the runs dropped.
+    pub fn drop_origins(&mut self, origins: &[u32]) -> u64 {
+        let mut dropped = 0;
+        for st in &mut self.state.patterns {
+            st.keys.retain(|_, ks| {
+                let keep = !origins.contains(&ks.origin);
+                if !keep {
+                    dropped += ks.runs.len() as u64;
+                }
+                keep
+            });
+            // Timers of dropped keys find no key when they fire and are discarded then.
+        }
+        self.stats.dropped += dropped;
+        dropped
     }
 
     /// The end of the input: time passes every window, so partial matches time out and absences

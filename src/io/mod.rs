@@ -1,3 +1,5 @@
-//! Inputs and outputs outside the engine: recorded JSON-lines files for `kairos replay`.
+//! Inputs and outputs outside the engine: Kafka topics for the daemon, recorded JSON-lines
+//! files for `kairos replay`.
 
+pub mod kafka;
 pub mod replay;

@@ -39,11 +39,15 @@ mod layout;
 pub use layout::{available_cores, Layout, LayoutError};
 
 use crate::compile::Program;
-use crate::engine::{key_of, shard_of, Engine, EngineOptions, EngineStats, OwnedRecord, Record};
+use crate::engine::{
+    key_of, shard_of, Engine, EngineOptions, EngineState, EngineStats, OwnedRecord, Record,
+};
 use crate::event::{DecodeError, Event, JsonDecoder, Value};
+use crate::metrics::{PipelineMetrics, ShardMetrics};
 use crate::ring::{ring, Consumer, Producer, WaitStrategy, Waiter};
 use hdrhistogram::Histogram;
 use smallvec::SmallVec;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::Instant;
@@ -62,13 +66,61 @@ enum ToShard {
     Event(Event, u64, u64),
     /// Time has reached (event time, arrival time): close the windows it passes.
     Tick(i64, i64),
+    /// Work off the hot path, in order with the events.
+    Control(Control),
+}
+
+/// Requests to the shards that travel in order with the events.
+enum Control {
+    /// Everything before this point is in the shard's state: pass the barrier on to the sink,
+    /// with the state when `snapshot` is set.
+    Barrier { id: u64, snapshot: bool },
+    /// Replace the shard's state (before any event).
+    Restore(Box<EngineState>),
+    /// Forget the keys last seen from these origins.
+    DropOrigins(Arc<[u32]>),
+    /// Stop without closing the windows (a daemon shutting down, not the end of the input).
+    Halt,
+}
+
+/// A checkpoint barrier as it reaches the sink from one shard: every record the shard produced
+/// for events pushed before [`Pipeline::barrier`] has already reached the sink.
+#[derive(Debug)]
+pub struct Barrier {
+    pub id: u64,
+    pub shard: usize,
+    /// The shard's engine state at the barrier ([`EngineState::to_bytes`]), when asked for.
+    pub state: Option<Vec<u8>>,
+}
+
+/// Where a pipeline's records go: a function of the record for most uses, or a sink that also
+/// takes part in checkpoints (the Kafka sink).
+pub trait Sink: Send + 'static {
+    /// A record from match shard `shard`. Records of one shard arrive in the order they were
+    /// emitted.
+    fn record(&mut self, shard: usize, r: &OwnedRecord);
+    /// A barrier from one shard (see [`Pipeline::barrier`]).
+    fn barrier(&mut self, _b: Barrier) {}
+}
+
+/// A function of each record, as a [`Sink`].
+struct FnSink<F>(F);
+
+impl<F: FnMut(&OwnedRecord) + Send + 'static> Sink for FnSink<F> {
+    fn record(&mut self, _shard: usize, r: &OwnedRecord) {
+        (self.0)(r)
+    }
 }
 
 /// The pattern mask that tells a shard to check key ownership itself.
 const ALL_PATTERNS: u64 = u64::MAX;
 
-/// What travels from a shard to the sink: a record and the time its event entered.
-struct ToSink(OwnedRecord, u64);
+/// What travels from a shard to the sink.
+enum ToSink {
+    /// A record and the time its event entered.
+    Record(OwnedRecord, u64),
+    Barrier(Barrier),
+}
 
 /// Latency (ns) from entering the pipeline to leaving a stage, recorded by the stage's own
 /// thread without locks and merged at the end.
@@ -105,6 +157,15 @@ pub enum StartError {
     Layout(#[from] LayoutError),
     #[error("cannot start a pipeline thread: {0}")]
     Spawn(#[from] std::io::Error),
+}
+
+/// A snapshot that does not fit the running pipeline.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    #[error("the snapshot holds {found} shards but the pipeline has {expected}")]
+    Shards { found: usize, expected: usize },
+    #[error(transparent)]
+    State(#[from] crate::engine::StateMismatch),
 }
 
 /// An input the pipeline could not take.
@@ -149,6 +210,7 @@ pub struct Pipeline {
     backpressure_ns: u64,
     /// The last time sent to the shards: (event time, arrival time).
     ticked: (i64, i64),
+    metrics: Arc<PipelineMetrics>,
 }
 
 fn pin(core: Option<usize>) {
@@ -173,13 +235,42 @@ impl Pipeline {
         Pipeline::start_with(prog, layout, EngineOptions::default(), output)
     }
 
+    /// [`Pipeline::start`] with engine options.
     pub fn start_with(
         prog: Arc<Program>,
         layout: Layout,
         opts: EngineOptions,
         output: impl FnMut(&OwnedRecord) + Send + 'static,
     ) -> Result<Pipeline, StartError> {
+        Pipeline::start_with_sink(prog, layout, opts, FnSink(output))
+    }
+
+    /// [`Pipeline::start_with`] with a [`Sink`] that takes part in checkpoints.
+    pub fn start_with_sink(
+        prog: Arc<Program>,
+        layout: Layout,
+        opts: EngineOptions,
+        output: impl Sink,
+    ) -> Result<Pipeline, StartError> {
+        let metrics = PipelineMetrics::new(layout.shards);
+        Pipeline::start_with_metrics(prog, layout, opts, output, metrics)
+    }
+
+    /// [`Pipeline::start_with_sink`] publishing its figures to `metrics` (made with as many
+    /// shards as the layout), which the caller may share with its own stages.
+    pub fn start_with_metrics(
+        prog: Arc<Program>,
+        layout: Layout,
+        opts: EngineOptions,
+        output: impl Sink,
+        metrics: Arc<PipelineMetrics>,
+    ) -> Result<Pipeline, StartError> {
         layout.validate()?;
+        assert_eq!(
+            metrics.shards.len(),
+            layout.shards,
+            "metrics for every shard"
+        );
         // Read the cores before any thread is pinned (a pinned thread passes its mask on).
         pin(None);
         pin(layout.source_core);
@@ -189,7 +280,7 @@ impl Pipeline {
         let mut returned = Vec::new();
         let mut shard_threads = Vec::new();
         let mut to_sink = Vec::new();
-        let mut output = Some(output);
+        let mut output: Option<Box<dyn Sink>> = Some(Box::new(output));
         for i in 0..layout.shards {
             let (tx, rx) = ring::<ToShard>(
                 layout.ring_capacity,
@@ -200,7 +291,7 @@ impl Pipeline {
             let (back_tx, back_rx) = ring::<Event>(layout.ring_capacity, false, false);
             returned.push(back_rx);
             let sink = if fused {
-                ShardSink::Fused(Box::new(output.take().expect("one fused shard")))
+                ShardSink::Fused(output.take().expect("one fused shard"))
             } else {
                 let (stx, srx) = ring::<ToSink>(
                     layout.ring_capacity,
@@ -213,10 +304,11 @@ impl Pipeline {
             let engine = Engine::for_shard(prog.clone(), opts.clone(), i, layout.shards);
             let core = layout.shard_cores[i];
             let wait = layout.shard_wait;
+            let m = metrics.clone();
             shard_threads.push(
                 std::thread::Builder::new()
                     .name(format!("kairos-shard-{i}"))
-                    .spawn(move || run_shard(engine, rx, back_tx, sink, core, wait))?,
+                    .spawn(move || run_shard(engine, i, rx, back_tx, sink, core, wait, m))?,
             );
         }
         let sink_thread = if fused {
@@ -225,10 +317,11 @@ impl Pipeline {
             let mut out = output.take().expect("the output goes to the sink");
             let core = layout.sink_core;
             let wait = layout.sink_wait;
+            let m = metrics.clone();
             Some(
                 std::thread::Builder::new()
                     .name("kairos-sink".into())
-                    .spawn(move || run_sink(to_sink, &mut out, core, wait))?,
+                    .spawn(move || run_sink(to_sink, &mut *out, core, wait, &m))?,
             )
         };
         let decoders = (0..prog.streams.len())
@@ -248,11 +341,75 @@ impl Pipeline {
             events: 0,
             backpressure_ns: 0,
             ticked: (i64::MIN, i64::MIN),
+            metrics,
         })
     }
 
     pub fn program(&self) -> &Arc<Program> {
         &self.prog
+    }
+
+    /// Live figures, updated by the stages as they run.
+    pub fn metrics(&self) -> &Arc<PipelineMetrics> {
+        &self.metrics
+    }
+
+    /// The number of match shards.
+    pub fn shards(&self) -> usize {
+        self.shards.len()
+    }
+
+    /// Moves time on without an event (a quiet input): every shard closes the windows that end
+    /// by `event_time` (patterns on event time) or `arrival` (the others), both in ns.
+    pub fn advance(&mut self, event_time: i64, arrival: i64) {
+        let (t, a) = self.ticked;
+        self.ticked = (event_time.max(t), arrival.max(a));
+        let (ts, arrival) = self.ticked;
+        for s in 0..self.shards.len() {
+            self.send(s, ToShard::Tick(ts, arrival));
+        }
+    }
+
+    /// Sends checkpoint barrier `id` through every shard: each passes it to the sink
+    /// ([`Sink::barrier`]) after every record caused by the events pushed before it, with its
+    /// engine state when `snapshot` is set.
+    pub fn barrier(&mut self, id: u64, snapshot: bool) {
+        for s in 0..self.shards.len() {
+            self.send(s, ToShard::Control(Control::Barrier { id, snapshot }));
+        }
+    }
+
+    /// Replaces every shard's state with one taken at a barrier of a pipeline with the same
+    /// program and as many shards. Call it before pushing events.
+    pub fn restore(&mut self, states: Vec<EngineState>) -> Result<(), RestoreError> {
+        if states.len() != self.shards.len() {
+            return Err(RestoreError::Shards {
+                found: states.len(),
+                expected: self.shards.len(),
+            });
+        }
+        for st in &states {
+            if st.patterns.len() != self.prog.patterns.len() {
+                return Err(crate::engine::StateMismatch {
+                    found: st.patterns.len(),
+                    expected: self.prog.patterns.len(),
+                }
+                .into());
+            }
+        }
+        for (s, st) in states.into_iter().enumerate() {
+            self.send(s, ToShard::Control(Control::Restore(Box::new(st))));
+        }
+        Ok(())
+    }
+
+    /// Drops the partial matches of the keys whose last event came from one of `origins`
+    /// (see [`Event::origin`]); the shards count them in their `dropped` figure.
+    pub fn drop_origins(&mut self, origins: &[u32]) {
+        let origins: Arc<[u32]> = origins.into();
+        for s in 0..self.shards.len() {
+            self.send(s, ToShard::Control(Control::DropOrigins(origins.clone())));
+        }
     }
 
     /// Storage for the next event: one the shards have finished with, or a new one. Fill it
@@ -285,6 +442,7 @@ impl Pipeline {
             ev.slots.resize(self.prog.fields.len(), Value::Null);
         }
         self.events += 1;
+        self.metrics.events_in.store(self.events, Relaxed);
         self.route(&ev);
         let n = self.targets.len();
         let targets = std::mem::take(&mut self.targets);
@@ -363,6 +521,9 @@ impl Pipeline {
             // The shard threads live until `finish`: a failed push means one has died.
             let r = tx.push(msg, &mut self.waiter);
             self.backpressure_ns += t0.elapsed().as_nanos() as u64;
+            self.metrics
+                .source_backpressure_ns
+                .store(self.backpressure_ns, Relaxed);
             if r.is_err() {
                 panic!("a pipeline shard thread has stopped");
             }
@@ -372,6 +533,20 @@ impl Pipeline {
     /// Ends the input: every ring is drained in order, every window closes, every record is
     /// written. Returns what the pipeline did.
     pub fn finish(self) -> Report {
+        self.join()
+    }
+
+    /// Stops the pipeline without ending the input: every event pushed is processed and every
+    /// record written, but open windows stay open (no timeouts or absences fire), as for a
+    /// daemon that shuts down and resumes from a checkpoint.
+    pub fn stop(mut self) -> Report {
+        for s in 0..self.shards.len() {
+            self.send(s, ToShard::Control(Control::Halt));
+        }
+        self.join()
+    }
+
+    fn join(self) -> Report {
         let Pipeline {
             shards,
             shard_threads,
@@ -397,6 +572,7 @@ impl Pipeline {
             report.engine.matches += out.stats.matches;
             report.engine.timeouts += out.stats.timeouts;
             report.engine.evicted += out.stats.evicted;
+            report.engine.dropped += out.stats.dropped;
             report.shard_backpressure_ns += out.backpressure_ns;
             report.records += out.records;
             let _ = report.match_latency.add(&out.latency);
@@ -416,104 +592,211 @@ impl Pipeline {
 
 enum ShardSink {
     Ring(Producer<ToSink>),
-    Fused(Box<dyn FnMut(&OwnedRecord) + Send>),
+    Fused(Box<dyn Sink>),
+}
+
+/// How often a stage recomputes the latency percentiles it publishes.
+const PUBLISH_PERCENTILES_NS: u64 = 1_000_000_000;
+
+fn publish_shard(m: &ShardMetrics, stats: &EngineStats, records: u64, backpressure_ns: u64) {
+    m.events.store(stats.events, Relaxed);
+    m.matches.store(stats.matches, Relaxed);
+    m.timeouts.store(stats.timeouts, Relaxed);
+    m.evicted.store(stats.evicted, Relaxed);
+    m.dropped.store(stats.dropped, Relaxed);
+    m.records.store(records, Relaxed);
+    m.backpressure_ns.store(backpressure_ns, Relaxed);
+}
+
+/// A shard's end of the output: writes records to the sink (its ring, or the sink itself when
+/// fused) and counts them.
+struct ShardOutput {
+    index: usize,
+    sink: ShardSink,
+    waiter: Waiter,
+    /// When the event being processed entered the pipeline.
+    ingress: u64,
+    records: u64,
+    backpressure_ns: u64,
+    fused_latency: Option<Histogram<u64>>,
+}
+
+impl ShardOutput {
+    fn send(&mut self, msg: ToSink) {
+        let ShardSink::Ring(tx) = &mut self.sink else {
+            unreachable!("only a ring sink is sent to")
+        };
+        if let Err(msg) = tx.try_push(msg) {
+            let t0 = Instant::now();
+            let _ = tx.push(msg, &mut self.waiter);
+            self.backpressure_ns += t0.elapsed().as_nanos() as u64;
+        }
+    }
+
+    fn barrier(&mut self, b: Barrier) {
+        match &mut self.sink {
+            ShardSink::Fused(f) => f.barrier(b),
+            ShardSink::Ring(_) => self.send(ToSink::Barrier(b)),
+        }
+    }
+}
+
+impl crate::engine::Output for ShardOutput {
+    fn record(&mut self, r: &Record<'_>) {
+        self.records += 1;
+        match &mut self.sink {
+            ShardSink::Fused(f) => {
+                f.record(self.index, &r.to_owned());
+                if let Some(h) = self.fused_latency.as_mut() {
+                    let _ = h.record(now_ns().saturating_sub(self.ingress).max(1));
+                }
+            }
+            ShardSink::Ring(_) => {
+                let msg = ToSink::Record(r.to_owned(), self.ingress);
+                self.send(msg);
+            }
+        }
+    }
 }
 
 /// The match shard: runs its engine over the events routed to it.
+#[allow(clippy::too_many_arguments)]
 fn run_shard(
     mut engine: Engine,
+    index: usize,
     mut rx: Consumer<ToShard>,
     mut back: Producer<Event>,
-    mut sink: ShardSink,
+    sink: ShardSink,
     core: Option<usize>,
     wait: WaitStrategy,
+    metrics: Arc<PipelineMetrics>,
 ) -> ShardOut {
     pin(core);
+    let m = &metrics.shards[index];
+    let mut published = now_ns();
     let mut latency = histogram();
     let mut ring_latency = histogram();
-    let mut fused_latency = matches!(sink, ShardSink::Fused(_)).then(histogram);
-    let mut records = 0u64;
-    let mut backpressure_ns = 0u64;
+    let mut out = ShardOutput {
+        index,
+        fused_latency: matches!(sink, ShardSink::Fused(_)).then(histogram),
+        sink,
+        waiter: Waiter::new(wait),
+        ingress: 0,
+        records: 0,
+        backpressure_ns: 0,
+    };
     let mut waiter = Waiter::new(wait);
-    let mut sink_waiter = Waiter::new(wait);
-    // When the event being processed entered the pipeline (read by the record callback).
-    let current_ingress = std::cell::Cell::new(0u64);
-    {
-        let mut out = |r: &Record<'_>| {
-            records += 1;
-            match &mut sink {
-                ShardSink::Fused(f) => {
-                    f(&r.to_owned());
-                    if let Some(h) = fused_latency.as_mut() {
-                        let _ = h.record(now_ns().saturating_sub(current_ingress.get()).max(1));
-                    }
+    let mut halted = false;
+    while let Some(msg) = rx.pop(&mut waiter) {
+        match msg {
+            ToShard::Event(mut ev, t0, patterns) => {
+                out.ingress = t0;
+                let _ = ring_latency.record(now_ns().saturating_sub(t0).max(1));
+                if patterns == ALL_PATTERNS {
+                    engine.process(&mut ev, &mut out);
+                } else {
+                    engine.process_routed(&mut ev, patterns, &mut out);
                 }
-                ShardSink::Ring(tx) => {
-                    let msg = ToSink(r.to_owned(), current_ingress.get());
-                    if let Err(msg) = tx.try_push(msg) {
-                        let t0 = Instant::now();
-                        let _ = tx.push(msg, &mut sink_waiter);
-                        backpressure_ns += t0.elapsed().as_nanos() as u64;
-                    }
+                let _ = latency.record(now_ns().saturating_sub(t0).max(1));
+                // Back to the source for reuse; when its return ring is full, freed here.
+                let _ = back.try_push(ev);
+            }
+            ToShard::Tick(ts, arrival) => {
+                let now = now_ns();
+                out.ingress = now;
+                engine.advance_clocks(ts, arrival, &mut out);
+                // Ticks come about every millisecond while time moves: the stage's figures go
+                // out with them, off the per-event path.
+                publish_shard(m, engine.counters(), out.records, out.backpressure_ns);
+                if now.saturating_sub(published) >= PUBLISH_PERCENTILES_NS {
+                    published = now;
+                    m.match_latency.publish(&latency);
+                    m.live_runs.store(engine.stats().live_runs, Relaxed);
                 }
             }
-        };
-        while let Some(msg) = rx.pop(&mut waiter) {
-            match msg {
-                ToShard::Event(mut ev, t0, patterns) => {
-                    current_ingress.set(t0);
-                    let _ = ring_latency.record(now_ns().saturating_sub(t0).max(1));
-                    if patterns == ALL_PATTERNS {
-                        engine.process(&mut ev, &mut out);
-                    } else {
-                        engine.process_routed(&mut ev, patterns, &mut out);
-                    }
-                    let _ = latency.record(now_ns().saturating_sub(t0).max(1));
-                    // Back to the source for reuse; when its return ring is full, freed here.
-                    let _ = back.try_push(ev);
-                }
-                ToShard::Tick(ts, arrival) => {
-                    current_ingress.set(now_ns());
-                    engine.advance_clocks(ts, arrival, &mut out);
-                }
+            ToShard::Control(Control::Barrier { id, snapshot }) => {
+                let state = snapshot.then(|| engine.state().to_bytes());
+                publish_shard(m, engine.counters(), out.records, out.backpressure_ns);
+                out.barrier(Barrier {
+                    id,
+                    shard: index,
+                    state,
+                });
+            }
+            ToShard::Control(Control::Restore(st)) => {
+                // Checked against the program by `Pipeline::restore`.
+                let _ = engine.restore(*st);
+            }
+            ToShard::Control(Control::DropOrigins(origins)) => {
+                engine.drop_origins(&origins);
+            }
+            ToShard::Control(Control::Halt) => {
+                halted = true;
+                break;
             }
         }
+    }
+    if !halted {
         // The end of the input: every window closes.
-        current_ingress.set(now_ns());
+        out.ingress = now_ns();
         engine.finish(&mut out);
     }
+    publish_shard(m, engine.counters(), out.records, out.backpressure_ns);
+    m.match_latency.publish(&latency);
     ShardOut {
         stats: engine.stats(),
         latency,
         ring_latency,
-        backpressure_ns,
-        records,
-        fused_latency,
+        backpressure_ns: out.backpressure_ns,
+        records: out.records,
+        fused_latency: out.fused_latency,
     }
 }
 
 /// The sink: merges the shards' records into the output.
 fn run_sink(
     mut rings: Vec<Consumer<ToSink>>,
-    output: &mut dyn FnMut(&OwnedRecord),
+    output: &mut dyn Sink,
     core: Option<usize>,
     wait: WaitStrategy,
+    metrics: &PipelineMetrics,
 ) -> SinkOut {
     pin(core);
     let mut latency = histogram();
     let mut records = 0u64;
     let mut waiter = Waiter::new(wait);
+    let mut published = now_ns();
+    // Ring `i` is shard `i`'s until it finishes; keep the shard index beside it.
+    let mut shards: Vec<usize> = (0..rings.len()).collect();
     while !rings.is_empty() {
         let mut got = 0;
-        for rx in rings.iter_mut() {
-            got += rx.pop_batch(256, |ToSink(rec, t0)| {
-                output(&rec);
-                records += 1;
-                let _ = latency.record(now_ns().saturating_sub(t0).max(1));
+        for (rx, &shard) in rings.iter_mut().zip(&shards) {
+            got += rx.pop_batch(256, |msg| match msg {
+                ToSink::Record(rec, t0) => {
+                    output.record(shard, &rec);
+                    records += 1;
+                    let _ = latency.record(now_ns().saturating_sub(t0).max(1));
+                }
+                ToSink::Barrier(b) => output.barrier(b),
             });
         }
         if got == 0 {
-            rings.retain_mut(|rx| !rx.is_finished());
+            metrics.records_out.store(records, Relaxed);
+            let now = now_ns();
+            if now.saturating_sub(published) >= PUBLISH_PERCENTILES_NS {
+                published = now;
+                metrics.sink_latency.publish(&latency);
+            }
+            let mut k = 0;
+            rings.retain_mut(|rx| {
+                let keep = !rx.is_finished();
+                if !keep {
+                    shards.remove(k);
+                } else {
+                    k += 1;
+                }
+                keep
+            });
             if waiter.step() == crate::ring::wait::Step::Park {
                 std::thread::sleep(crate::ring::wait::PARK_TIMEOUT);
                 waiter.reset();
@@ -522,5 +805,7 @@ fn run_sink(
             waiter.reset();
         }
     }
+    metrics.records_out.store(records, Relaxed);
+    metrics.sink_latency.publish(&latency);
     SinkOut { records, latency }
 }

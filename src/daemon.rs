@@ -1,0 +1,814 @@
+//! The daemon: Kafka topics in, matches out, as `kairos run --config FILE` runs it.
+//!
+//! ```text
+//!  consumer ─poll─► decode ─► reorder (lateness) ─► Pipeline (shards) ─► KafkaSink ─► producer
+//!     ▲                                                                        │
+//!     └──── commit offsets when checkpoint N is complete ◄── delivery reports ─┘
+//! ```
+//!
+//! The calling thread is the source and parse stage: it polls the consumer, decodes each
+//! payload in place into an event, and pushes it into the pipeline. Every checkpoint interval
+//! it sends a barrier through the pipeline (see [`crate::io::kafka::checkpoint`]); when the
+//! checkpoint is complete it writes the engine state (if a state directory is set) and commits
+//! the offsets. Rebalances revoke partitions between two polls: their keys' partial matches
+//! are dropped, counted and logged.
+
+use crate::compile::{load::load, CompileOptions, Program};
+use crate::config::{Config, ConfigError, Guarantee};
+use crate::engine::{EngineOptions, EngineState};
+use crate::io::kafka::checkpoint::{Checkpoints, Position, Snapshot, WINDOW};
+use crate::io::kafka::sink::{self, Deliveries, KafkaProducer, KafkaSink, Txn, TxnHandoff};
+use crate::io::kafka::source::{
+    self, RebalanceEvent, Rejected, Reorder, SourceContext, TopicInput,
+};
+use crate::io::kafka::{check_brokers, consumer_config, producer_config, KafkaIoError};
+use crate::metrics::admin::{AdminServer, AdminSource};
+use crate::metrics::PipelineMetrics;
+use crate::pipeline::{now_ns, Pipeline, Report};
+use crate::ring::WaitStrategy;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::message::{Header, Message, OwnedHeaders};
+use rdkafka::producer::Producer;
+use rdkafka::{Offset, TopicPartitionList};
+use rustc_hash::FxHashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Why the daemon could not start or had to stop.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("{0}")]
+    Patterns(String),
+    #[error(transparent)]
+    Kafka(#[from] KafkaIoError),
+    #[error("cannot start the pipeline: {0}")]
+    Pipeline(#[from] crate::pipeline::StartError),
+    #[error("cannot serve the admin address: {0}")]
+    Admin(std::io::Error),
+    #[error("a record could not be delivered or a transaction failed; the input will be read again from the last checkpoint on restart")]
+    Delivery,
+}
+
+/// What a daemon did, when it stops.
+#[derive(Debug)]
+pub struct DaemonReport {
+    pub pipeline: Report,
+    pub dead_letters: u64,
+    pub late: u64,
+    pub checkpoints: u64,
+    pub delivery_failures: u64,
+    /// Partial matches dropped with revoked partitions.
+    pub revoked_runs: u64,
+    /// Whether the engine state was restored from a snapshot at start.
+    pub restored: bool,
+}
+
+/// Everything checked and loaded, ready to run.
+pub struct Prepared {
+    pub config: Config,
+    pub program: Arc<Program>,
+    /// A hash of the pattern files: snapshots of other patterns are not restored.
+    pub fingerprint: u64,
+}
+
+/// Loads and checks the patterns against the configuration: every stream a pattern reads is
+/// declared, every sink it emits to has a topic.
+pub fn prepare(config: Config) -> Result<Prepared, DaemonError> {
+    let paths = config.pattern_paths()?;
+    let unit = config.time_unit()?;
+    let program =
+        load(&paths, &CompileOptions { unit }).map_err(|e| DaemonError::Patterns(e.to_string()))?;
+    for s in &program.streams {
+        if !config.streams.iter().any(|c| c.name.get_ref() == s) {
+            return Err(DaemonError::Patterns(format!(
+                "{}: the patterns read stream `{s}`, which no [[streams]] entry declares",
+                config.file
+            )));
+        }
+    }
+    for p in &program.patterns {
+        for emit in std::iter::once(&p.emit).chain(p.on_timeout.as_ref()) {
+            if !config.sinks.iter().any(|c| c.name.get_ref() == &emit.sink) {
+                return Err(DaemonError::Patterns(format!(
+                    "{}: pattern `{}` emits to sink `{}`, which no [[sinks]] entry declares",
+                    config.file, p.name, emit.sink
+                )));
+            }
+        }
+    }
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    for p in &paths {
+        h.update(p.display().to_string().as_bytes());
+        if let Ok(text) = std::fs::read(p) {
+            h.update(&text);
+        }
+    }
+    Ok(Prepared {
+        config,
+        program: Arc::new(program),
+        fingerprint: h.digest(),
+    })
+}
+
+/// `kairos run --check`: the configuration, the patterns, and that the brokers answer and hold
+/// every topic.
+pub fn check(config: Config) -> Result<Prepared, DaemonError> {
+    let prepared = prepare(config)?;
+    let c = &prepared.config;
+    let props = Config::properties(&c.kafka.consumer);
+    let cc = consumer_config(&c.kafka.brokers, &c.kafka.group_id, &props);
+    check_brokers(&cc, &c.kafka.brokers, &topics(c), Duration::from_secs(10))?;
+    Ok(prepared)
+}
+
+fn topics(c: &Config) -> Vec<&str> {
+    let mut t: Vec<&str> = c.streams.iter().map(|s| s.topic.as_str()).collect();
+    t.extend(c.sinks.iter().map(|s| s.topic.as_str()));
+    t.extend(c.kafka.dead_letter_topic.as_deref());
+    t
+}
+
+struct Health {
+    metrics: Arc<PipelineMetrics>,
+    checkpoints: Arc<Checkpoints>,
+}
+
+impl AdminSource for Health {
+    fn metrics(&self) -> String {
+        self.metrics.render()
+    }
+    fn health(&self) -> Result<(), String> {
+        if self.checkpoints.poisoned() {
+            return Err("a record could not be delivered; checkpoints have stopped".into());
+        }
+        Ok(())
+    }
+}
+
+fn producer(
+    config: &Config,
+    checkpoints: &Arc<Checkpoints>,
+    metrics: &Arc<PipelineMetrics>,
+    transactional_id: Option<&str>,
+) -> Result<KafkaProducer, KafkaIoError> {
+    let props = Config::properties(&config.kafka.producer);
+    let mut pc = producer_config(&config.kafka.brokers, &props);
+    if let Some(id) = transactional_id {
+        pc.set("transactional.id", id);
+    }
+    let ctx = Deliveries {
+        checkpoints: checkpoints.clone(),
+        metrics: metrics.clone(),
+        retries: Mutex::new(Vec::new()),
+    };
+    pc.create_with_context(ctx)
+        .map_err(KafkaIoError::client("cannot create the Kafka producer"))
+}
+
+/// A started daemon's figures and admin address, handed to the caller of [`run`] once running.
+pub struct Started {
+    pub metrics: Arc<PipelineMetrics>,
+    pub admin: Option<std::net::SocketAddr>,
+}
+
+/// Runs the daemon until `shutdown` is set (by SIGINT or SIGTERM in `kairos run`), then drains:
+/// a last checkpoint is taken and committed, and the pipeline stops without closing windows.
+/// `on_start` receives the live figures once the consumer has subscribed.
+pub fn run(
+    prepared: Prepared,
+    shutdown: Arc<AtomicBool>,
+    on_start: impl FnOnce(Started),
+) -> Result<DaemonReport, DaemonError> {
+    let Prepared {
+        config,
+        program,
+        fingerprint,
+    } = prepared;
+    let layout = config.layout()?;
+    let shards = layout.shards;
+    let eos = config.delivery.guarantee == Guarantee::ExactlyOnce;
+    let state_dir: Option<PathBuf> = config
+        .delivery
+        .state_dir
+        .as_deref()
+        .map(|d| config.resolve(d));
+    let interval = config.checkpoint_interval()?;
+    let idle_advance = config.idle_advance()?.as_nanos() as i64;
+    let brokers = config.kafka.brokers.clone();
+
+    // The brokers must answer before anything starts: a daemon that cannot reach them says so
+    // and exits, rather than waiting silently.
+    let consumer_props = Config::properties(&config.kafka.consumer);
+    let mut cc = consumer_config(&brokers, &config.kafka.group_id, &consumer_props);
+    if !consumer_props
+        .iter()
+        .any(|(k, _)| k == "statistics.interval.ms")
+    {
+        cc.set("statistics.interval.ms", "1000");
+    }
+    check_brokers(&cc, &brokers, &topics(&config), Duration::from_secs(10))?;
+
+    let checkpoints = Arc::new(Checkpoints::new(shards));
+    // One registry for the pipeline's figures and the daemon's own counters.
+    let metrics = PipelineMetrics::new(shards);
+    let txn_id = eos.then(|| {
+        config
+            .kafka
+            .producer
+            .get("transactional.id")
+            .map(|v| v.get_ref().as_str().unwrap_or_default().to_string())
+            .unwrap_or_else(|| format!("kairos-{}-{}", config.kafka.group_id, hostname()))
+    });
+    let out_producer = Arc::new(producer(
+        &config,
+        &checkpoints,
+        &metrics,
+        txn_id.as_deref(),
+    )?);
+    let dlq_producer = producer(&config, &checkpoints, &metrics, None)?;
+    let handoff = Arc::new(TxnHandoff::default());
+    let txn_timeout = Duration::from_secs(30);
+    if eos {
+        out_producer
+            .init_transactions(txn_timeout)
+            .map_err(KafkaIoError::client("cannot start Kafka transactions"))?;
+        out_producer
+            .begin_transaction()
+            .map_err(KafkaIoError::client("cannot begin a Kafka transaction"))?;
+    }
+    let sink_topics = config
+        .sinks
+        .iter()
+        .map(|s| (s.name.get_ref().clone(), s.topic.clone()))
+        .collect();
+    let txn = eos.then(|| Txn {
+        handoff: handoff.clone(),
+        state_dir: state_dir.clone(),
+        fingerprint,
+        timeout: txn_timeout,
+    });
+    let sink = KafkaSink::new(out_producer.clone(), sink_topics, shards, txn);
+    let opts = EngineOptions {
+        max_runs_per_key: config.engine.max_runs_per_key,
+    };
+    let mut pipeline =
+        Pipeline::start_with_metrics(program.clone(), layout.clone(), opts, sink, metrics.clone())?;
+    let admin = match config.admin_address()? {
+        Some(addr) => Some(
+            AdminServer::start(
+                addr,
+                Arc::new(Health {
+                    metrics: metrics.clone(),
+                    checkpoints: checkpoints.clone(),
+                }),
+            )
+            .map_err(DaemonError::Admin)?,
+        ),
+        None => None,
+    };
+    if let Some(a) = &admin {
+        tracing::info!(address = %a.local_addr(), "admin listener: /metrics and /health");
+    }
+
+    let ctx = SourceContext {
+        events: Mutex::new(Vec::new()),
+        metrics: metrics.clone(),
+    };
+    let consumer: BaseConsumer<SourceContext> = cc
+        .create_with_context(ctx)
+        .map_err(KafkaIoError::client("cannot create the Kafka consumer"))?;
+    let inputs: Vec<TopicInput> = config
+        .streams
+        .iter()
+        .filter_map(|s| {
+            let sid = program.streams.iter().position(|n| n == s.name.get_ref())?;
+            let key_slot = s.key_field.as_ref().and_then(|f| {
+                let path: Vec<String> = f.split('.').map(str::to_string).collect();
+                program.fields.iter().position(|p| *p == path)
+            });
+            Some(TopicInput {
+                topic: s.topic.clone(),
+                stream: sid as u16,
+                decoder: crate::event::JsonDecoder::new(
+                    &program.fields,
+                    program.time_slots[sid],
+                    program.unit,
+                ),
+                key_slot,
+                event_time: program.time_slots[sid].is_some(),
+                lateness: config.lateness(s).map_or(0, |d| d.as_nanos() as i64),
+            })
+        })
+        .collect();
+    let topic_names: Vec<&str> = inputs.iter().map(|i| i.topic.as_str()).collect();
+    consumer
+        .subscribe(&topic_names)
+        .map_err(KafkaIoError::client("cannot subscribe to the input topics"))?;
+    tracing::info!(topics = ?topic_names, group = config.kafka.group_id, shards, guarantee = ?config.delivery.guarantee, "kairos is running");
+    on_start(Started {
+        metrics: metrics.clone(),
+        admin: admin.as_ref().map(AdminServer::local_addr),
+    });
+
+    let hold = inputs.iter().map(|i| i.lateness).max().unwrap_or(0);
+    let mut src = SourceLoop {
+        consumer: Arc::new(consumer),
+        out: out_producer.clone(),
+        inputs,
+        reorder: Reorder::new(hold),
+        positions: FxHashMap::default(),
+        assigned: Vec::new(),
+        pipeline: &mut pipeline,
+        dlq: dlq_producer,
+        dlq_topic: config.kafka.dead_letter_topic.clone(),
+        checkpoints: checkpoints.clone(),
+        metrics: metrics.clone(),
+        handoff,
+        eos,
+        state_dir,
+        fingerprint,
+        next_barrier: 1,
+        open: Vec::new(),
+        completed: 0,
+        first_assignment: true,
+        restored: false,
+        last_event_wall: now_ns() as i64,
+        wait: layout.source_wait,
+    };
+    let result = src.run(&shutdown, interval, idle_advance);
+    let restored = src.restored;
+    drop(src);
+    let dead_letters = metrics.dead_letters.load(Relaxed);
+    let late = metrics.late.load(Relaxed);
+    let report = pipeline.stop();
+    let _ = out_producer.flush(Duration::from_secs(10));
+    drop(admin);
+    result?;
+    Ok(DaemonReport {
+        revoked_runs: report.engine.dropped,
+        pipeline: report,
+        dead_letters,
+        late,
+        checkpoints: metrics.checkpoints.load(Relaxed),
+        delivery_failures: metrics.delivery_failures.load(Relaxed),
+        restored,
+    })
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "local".into())
+}
+
+/// A checkpoint whose barrier has been sent.
+struct Open {
+    id: u64,
+    positions: Vec<Position>,
+}
+
+struct SourceLoop<'p> {
+    consumer: Arc<BaseConsumer<SourceContext>>,
+    /// The records' producer (the sink's), for sending failed deliveries again.
+    out: Arc<KafkaProducer>,
+    inputs: Vec<TopicInput>,
+    reorder: Reorder,
+    /// By origin: the next offset to read.
+    positions: FxHashMap<u32, i64>,
+    assigned: Vec<(String, i32)>,
+    pipeline: &'p mut Pipeline,
+    dlq: KafkaProducer,
+    dlq_topic: Option<String>,
+    checkpoints: Arc<Checkpoints>,
+    metrics: Arc<PipelineMetrics>,
+    handoff: Arc<TxnHandoff>,
+    eos: bool,
+    state_dir: Option<PathBuf>,
+    fingerprint: u64,
+    next_barrier: u64,
+    open: Vec<Open>,
+    /// The last checkpoint completed.
+    completed: u64,
+    first_assignment: bool,
+    restored: bool,
+    last_event_wall: i64,
+    wait: WaitStrategy,
+}
+
+impl SourceLoop<'_> {
+    fn run(
+        &mut self,
+        shutdown: &AtomicBool,
+        interval: Duration,
+        idle_advance: i64,
+    ) -> Result<(), DaemonError> {
+        let mut next_checkpoint = Instant::now() + interval;
+        let mut next_housekeeping = Instant::now();
+        // A parked source waits in librdkafka's queue, which wakes it when a message arrives.
+        let poll_timeout = match self.wait {
+            WaitStrategy::Park { .. } => Duration::from_millis(1),
+            _ => Duration::ZERO,
+        };
+        let consumer = self.consumer.clone();
+        while !shutdown.load(Ordering::Acquire) {
+            let msg = consumer.poll(poll_timeout);
+            self.rebalances();
+            match msg {
+                Some(Ok(m)) => self.message(&m),
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "consumer error");
+                }
+                None => {
+                    if matches!(self.wait, WaitStrategy::Yield) {
+                        std::thread::yield_now();
+                    }
+                }
+            }
+            let now = Instant::now();
+            if now >= next_housekeeping {
+                next_housekeeping = now + Duration::from_millis(1);
+                self.housekeeping(idle_advance)?;
+            }
+            if now >= next_checkpoint {
+                next_checkpoint = now + interval;
+                self.barrier();
+            }
+        }
+        self.drain()
+    }
+
+    /// Time, deliveries and checkpoints, about every millisecond.
+    fn housekeeping(&mut self, idle_advance: i64) -> Result<(), DaemonError> {
+        let now = now_ns() as i64;
+        let quiet = now - self.last_event_wall;
+        if quiet >= idle_advance {
+            // A quiet input: event time moves with the wall clock, so that windows still close
+            // and absences still fire.
+            let base = if self.reorder.newest == i64::MIN {
+                0
+            } else {
+                self.reorder.newest
+            };
+            let event_time = base.saturating_add(quiet - idle_advance);
+            while let Some(ev) = self.reorder.release(event_time) {
+                self.pipeline.push(ev);
+            }
+            if self.reorder.newest != i64::MIN {
+                self.pipeline.advance(event_time, now);
+            }
+        }
+        sink::resend(&self.dlq);
+        sink::resend(&self.out);
+        self.complete_checkpoints()?;
+        if self.checkpoints.poisoned() {
+            return Err(DaemonError::Delivery);
+        }
+        Ok(())
+    }
+
+    // HOT PATH: one message.
+    fn message(&mut self, m: &rdkafka::message::BorrowedMessage<'_>) {
+        let Some(ti) = self.inputs.iter().position(|i| i.topic == m.topic()) else {
+            return;
+        };
+        let origin = source::origin(ti, m.partition());
+        self.positions.insert(origin, m.offset() + 1);
+        let arrival = now_ns() as i64;
+        self.last_event_wall = arrival;
+        let mut ev = self.pipeline.spare_event();
+        let input = &self.inputs[ti];
+        match source::decode(input, m, arrival, &mut ev) {
+            Ok(()) => {
+                ev.origin = origin;
+                match self.reorder.admit(input, ev, m.offset()) {
+                    Ok(Some(ev)) => self.pipeline.push(ev),
+                    Ok(None) => {
+                        let newest = self.reorder.newest;
+                        while let Some(ev) = self.reorder.release(newest) {
+                            self.pipeline.push(ev);
+                        }
+                    }
+                    Err((_, why)) => {
+                        self.metrics.late.fetch_add(1, Relaxed);
+                        self.dead_letter(m, &why);
+                    }
+                }
+            }
+            Err(why) => self.dead_letter(m, &why),
+        }
+    }
+
+    fn dead_letter(&mut self, m: &rdkafka::message::BorrowedMessage<'_>, why: &Rejected) {
+        self.metrics.dead_letters.fetch_add(1, Relaxed);
+        tracing::warn!(topic = m.topic(), partition = m.partition(), offset = m.offset(), error = %why, "dead letter");
+        let Some(topic) = &self.dlq_topic else { return };
+        let partition = m.partition().to_string();
+        let offset = m.offset().to_string();
+        let error = why.to_string();
+        let headers = OwnedHeaders::new_with_capacity(4)
+            .insert(Header {
+                key: "kairos-source-topic",
+                value: Some(m.topic()),
+            })
+            .insert(Header {
+                key: "kairos-source-partition",
+                value: Some(&partition),
+            })
+            .insert(Header {
+                key: "kairos-source-offset",
+                value: Some(&offset),
+            })
+            .insert(Header {
+                key: "kairos-error",
+                value: Some(&error),
+            });
+        let epoch = self.next_barrier;
+        let o = (epoch as usize) << 4;
+        if let Err(e) = sink::send(
+            &self.dlq,
+            topic,
+            m.key(),
+            m.payload().unwrap_or_default(),
+            headers,
+            o,
+        ) {
+            tracing::error!(topic, error = %e, "cannot produce a dead letter; input offsets will not be committed past it");
+            self.metrics.delivery_failures.fetch_add(1, Relaxed);
+            self.checkpoints.poison();
+        }
+    }
+
+    fn rebalances(&mut self) {
+        let events = std::mem::take(
+            &mut *self
+                .consumer
+                .context()
+                .events
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()),
+        );
+        for e in events {
+            match e {
+                RebalanceEvent::Assign(parts) => {
+                    tracing::info!(partitions = ?parts, "partitions assigned");
+                    if self.first_assignment {
+                        self.first_assignment = false;
+                        self.restore(&parts);
+                    }
+                    self.assigned.extend(parts);
+                }
+                RebalanceEvent::Revoke(parts) => {
+                    let origins: Vec<u32> = parts
+                        .iter()
+                        .filter_map(|(t, p)| self.origin_of(t, *p))
+                        .collect();
+                    let before = self
+                        .pipeline
+                        .metrics()
+                        .shards
+                        .iter()
+                        .map(|s| s.dropped.load(Relaxed))
+                        .sum::<u64>();
+                    self.pipeline.drop_origins(&origins);
+                    self.reorder.drop_origins(&origins);
+                    for o in &origins {
+                        self.positions.remove(o);
+                    }
+                    self.assigned.retain(|a| !parts.contains(a));
+                    tracing::info!(partitions = ?parts, dropped_before = before, "partitions revoked; their keys' partial matches are dropped");
+                }
+            }
+        }
+        self.metrics
+            .partitions
+            .store(self.assigned.len() as u64, Relaxed);
+    }
+
+    fn origin_of(&self, topic: &str, partition: i32) -> Option<u32> {
+        self.inputs
+            .iter()
+            .position(|i| i.topic == topic)
+            .map(|ti| source::origin(ti, partition))
+    }
+
+    /// On the first assignment: resumes the newest snapshot whose positions are exactly the
+    /// committed offsets of the partitions it shares with the assignment.
+    fn restore(&mut self, parts: &[(String, i32)]) {
+        let Some(dir) = &self.state_dir else { return };
+        let list = match Snapshot::list(dir) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list snapshots; starting empty");
+                return;
+            }
+        };
+        let mut tpl = TopicPartitionList::new();
+        for (t, p) in parts {
+            tpl.add_partition(t, *p);
+        }
+        let committed = match self
+            .consumer
+            .committed_offsets(tpl, Duration::from_secs(10))
+        {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read committed offsets; starting empty");
+                return;
+            }
+        };
+        let committed_of =
+            |t: &str, p: i32| match committed.find_partition(t, p).map(|e| e.offset()) {
+                Some(Offset::Offset(o)) => Some(o),
+                _ => None,
+            };
+        for path in list.iter().rev() {
+            let snap = match Snapshot::read(path) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "skipping a snapshot");
+                    continue;
+                }
+            };
+            if snap.fingerprint != self.fingerprint || snap.states.len() != self.pipeline.shards() {
+                tracing::info!(snapshot = %path.display(), "snapshot of other patterns or another shard count; not restored");
+                continue;
+            }
+            let shared: Vec<&Position> = snap
+                .positions
+                .iter()
+                .filter(|p| {
+                    parts
+                        .iter()
+                        .any(|(t, n)| *t == p.topic && *n == p.partition)
+                })
+                .collect();
+            if shared.is_empty()
+                || !shared
+                    .iter()
+                    .all(|p| committed_of(&p.topic, p.partition) == Some(p.offset))
+            {
+                continue;
+            }
+            let states: Result<Vec<EngineState>, _> = snap
+                .states
+                .iter()
+                .map(|b| EngineState::from_bytes(b))
+                .collect();
+            let Ok(states) = states else {
+                tracing::warn!(snapshot = %path.display(), "unreadable engine state; skipping");
+                continue;
+            };
+            if let Err(e) = self.pipeline.restore(states) {
+                tracing::warn!(error = %e, "snapshot does not fit; starting empty");
+                return;
+            }
+            let gone: Vec<u32> = snap
+                .positions
+                .iter()
+                .filter(|p| {
+                    !parts
+                        .iter()
+                        .any(|(t, n)| *t == p.topic && *n == p.partition)
+                })
+                .filter_map(|p| self.origin_of(&p.topic, p.partition))
+                .collect();
+            if !gone.is_empty() {
+                self.pipeline.drop_origins(&gone);
+            }
+            for p in &shared {
+                if let Some(o) = self.origin_of(&p.topic, p.partition) {
+                    self.positions.insert(o, p.offset);
+                }
+            }
+            self.restored = true;
+            self.next_barrier = snap.id + 1;
+            self.completed = snap.id;
+            tracing::info!(snapshot = %path.display(), checkpoint = snap.id, "engine state restored");
+            return;
+        }
+        tracing::info!(
+            "no snapshot matches the committed offsets; starting with no partial matches"
+        );
+    }
+
+    /// The positions to commit: the next offset of each partition read, less any held back.
+    fn positions(&self) -> Vec<Position> {
+        let mut v: Vec<Position> = self
+            .positions
+            .iter()
+            .filter_map(|(&origin, &next)| {
+                let ti = (origin >> 20) as usize;
+                let partition = (origin & 0xF_FFFF) as i32;
+                let input = self.inputs.get(ti)?;
+                let offset = self
+                    .reorder
+                    .min_offset(origin)
+                    .map_or(next, |h| h.min(next));
+                Some(Position {
+                    topic: input.topic.clone(),
+                    partition,
+                    offset,
+                })
+            })
+            .collect();
+        v.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
+        v
+    }
+
+    fn barrier(&mut self) {
+        if self.next_barrier - self.completed >= WINDOW - 2 {
+            // Deliveries are far behind: wait rather than open more epochs.
+            return;
+        }
+        let id = self.next_barrier;
+        self.next_barrier += 1;
+        let positions = self.positions();
+        if self.eos {
+            let cgm = self.consumer.group_metadata();
+            self.handoff
+                .pending
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push((id, positions.clone(), cgm));
+        }
+        self.pipeline.barrier(id, self.state_dir.is_some());
+        self.open.push(Open { id, positions });
+    }
+
+    /// Commits every checkpoint that is complete, oldest first (at-least-once; under
+    /// exactly-once the sink commits with the transaction).
+    fn complete_checkpoints(&mut self) -> Result<(), DaemonError> {
+        while let Some(first) = self.open.first() {
+            if self.eos {
+                if self.checkpoints.sealed() >= first.id {
+                    self.completed = first.id;
+                    self.open.remove(0);
+                    continue;
+                }
+                break;
+            }
+            if !self.checkpoints.complete(self.completed + 1, first.id) {
+                break;
+            }
+            let Open { id, positions } = self.open.remove(0);
+            let states = self.checkpoints.take_states(id);
+            if let Some(dir) = &self.state_dir {
+                let snap = Snapshot {
+                    id,
+                    fingerprint: self.fingerprint,
+                    positions: positions.clone(),
+                    states: states.into_iter().map(Option::unwrap_or_default).collect(),
+                };
+                if let Err(e) = snap.write(dir) {
+                    tracing::error!(error = %e, "cannot write a snapshot; offsets not committed");
+                    continue;
+                }
+            }
+            if !positions.is_empty() {
+                let mut tpl = TopicPartitionList::new();
+                for p in &positions {
+                    let _ =
+                        tpl.add_partition_offset(&p.topic, p.partition, Offset::Offset(p.offset));
+                }
+                if let Err(e) = self.consumer.commit(&tpl, CommitMode::Async) {
+                    tracing::warn!(error = %e, "offset commit failed; the next checkpoint commits again");
+                    continue;
+                }
+            }
+            self.completed = id;
+            self.metrics.checkpoints.fetch_add(1, Relaxed);
+        }
+        Ok(())
+    }
+
+    /// Shutting down: a last barrier, then waits (up to 30 s) for it to complete and commit.
+    fn drain(&mut self) -> Result<(), DaemonError> {
+        while let Some(ev) = self.reorder.release(i64::MAX) {
+            self.pipeline.push(ev);
+        }
+        self.barrier();
+        let last = self.next_barrier - 1;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.completed < last && Instant::now() < deadline {
+            self.consumer.poll(Duration::from_millis(1));
+            self.rebalances();
+            sink::resend(&self.dlq);
+            sink::resend(&self.out);
+            self.complete_checkpoints()?;
+            if self.checkpoints.poisoned() {
+                return Err(DaemonError::Delivery);
+            }
+        }
+        if self.completed < last {
+            tracing::warn!("the last checkpoint did not complete in 30 s; its input will be read again on restart");
+        }
+        Ok(())
+    }
+}

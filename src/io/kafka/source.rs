@@ -1,0 +1,234 @@
+//! The Kafka source: a consumer in a consumer group, its rebalance events, and the decoding of
+//! messages into events with their origin (topic and partition) recorded.
+
+use crate::event::{DecodeError, Event, JsonDecoder, Value};
+use crate::metrics::PipelineMetrics;
+use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance};
+use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::statistics::Statistics;
+use rdkafka::ClientContext;
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
+
+/// A partition gained or lost in a rebalance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RebalanceEvent {
+    Assign(Vec<(String, i32)>),
+    Revoke(Vec<(String, i32)>),
+}
+
+/// The consumer's context: collects rebalance events (the callbacks run inside `poll`, on the
+/// source thread) and the consumer lag from librdkafka's statistics.
+pub struct SourceContext {
+    pub events: Mutex<Vec<RebalanceEvent>>,
+    pub metrics: Arc<PipelineMetrics>,
+}
+
+fn partitions(tpl: &rdkafka::TopicPartitionList) -> Vec<(String, i32)> {
+    tpl.elements()
+        .iter()
+        .map(|e| (e.topic().to_string(), e.partition()))
+        .collect()
+}
+
+impl ClientContext for SourceContext {
+    fn stats(&self, s: Statistics) {
+        let lag: i64 = s
+            .topics
+            .values()
+            .flat_map(|t| t.partitions.values())
+            .filter(|p| p.partition >= 0 && p.consumer_lag > 0)
+            .map(|p| p.consumer_lag)
+            .sum();
+        self.metrics.consumer_lag.store(lag.max(0) as u64, Relaxed);
+    }
+}
+
+impl ConsumerContext for SourceContext {
+    fn pre_rebalance(&self, _c: &BaseConsumer<Self>, r: &Rebalance<'_>) {
+        if let Rebalance::Revoke(tpl) = r {
+            self.events
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(RebalanceEvent::Revoke(partitions(tpl)));
+        }
+    }
+
+    fn post_rebalance(&self, _c: &BaseConsumer<Self>, r: &Rebalance<'_>) {
+        match r {
+            Rebalance::Assign(tpl) => self
+                .events
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(RebalanceEvent::Assign(partitions(tpl))),
+            Rebalance::Error(e) => tracing::error!(error = %e, "rebalance failed"),
+            Rebalance::Revoke(_) => {}
+        }
+    }
+}
+
+/// The origin of an event from partition `partition` of input topic number `topic`.
+pub fn origin(topic: usize, partition: i32) -> u32 {
+    ((topic as u32) << 20) | (partition as u32 & 0xF_FFFF)
+}
+
+/// One input topic and how its messages become events.
+pub struct TopicInput {
+    pub topic: String,
+    /// The stream's index in the program.
+    pub stream: u16,
+    pub decoder: JsonDecoder,
+    /// The slot the message key fills when the payload has no value for it.
+    pub key_slot: Option<usize>,
+    /// Whether the stream has event time (a `time` field); arrival time is never late.
+    pub event_time: bool,
+    /// Allowed lateness, ns.
+    pub lateness: i64,
+}
+
+/// Why a message did not become an event: it goes to the dead letters.
+#[derive(Debug, thiserror::Error)]
+pub enum Rejected {
+    #[error("malformed event: {0}")]
+    Decode(#[from] DecodeError),
+    #[error("empty message")]
+    Empty,
+    #[error("late: event time {ts} is {behind}ns behind the newest event time {newest} (allowed lateness {lateness}ns)")]
+    Late {
+        ts: i64,
+        behind: i64,
+        newest: i64,
+        lateness: i64,
+    },
+}
+
+/// Decodes a message of `input` into `ev` (reading the payload in place, without a copy).
+// HOT PATH: the parse stage.
+pub fn decode(
+    input: &TopicInput,
+    msg: &BorrowedMessage<'_>,
+    arrival: i64,
+    ev: &mut Event,
+) -> Result<(), Rejected> {
+    let payload = msg.payload().ok_or(Rejected::Empty)?;
+    input.decoder.decode(payload, arrival, ev)?;
+    ev.stream = input.stream;
+    if let (Some(slot), Some(key)) = (input.key_slot, msg.key()) {
+        if ev.slots[slot].is_null() {
+            ev.slots[slot] = Value::Str(String::from_utf8_lossy(key).as_ref().into());
+        }
+    }
+    Ok(())
+}
+
+/// An event held back for the allowed lateness.
+struct Held {
+    ts: i64,
+    seq: u64,
+    ev: Event,
+    offset: i64,
+}
+
+impl PartialEq for Held {
+    fn eq(&self, o: &Self) -> bool {
+        (self.ts, self.seq) == (o.ts, o.seq)
+    }
+}
+impl Eq for Held {}
+impl PartialOrd for Held {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Held {
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        (self.ts, self.seq).cmp(&(o.ts, o.seq))
+    }
+}
+
+/// Puts events of several partitions back in event-time order, holding each for the allowed
+/// lateness; an event later than that is rejected. With no lateness allowed, nothing is held.
+#[derive(Default)]
+pub struct Reorder {
+    /// The newest event time seen (ns).
+    pub newest: i64,
+    held: BinaryHeap<Reverse<Held>>,
+    seq: u64,
+    /// The largest allowed lateness of any stream: how long events are held.
+    hold: i64,
+}
+
+impl Reorder {
+    pub fn new(hold_ns: i64) -> Reorder {
+        Reorder {
+            newest: i64::MIN,
+            held: BinaryHeap::new(),
+            seq: 0,
+            hold: hold_ns,
+        }
+    }
+
+    /// Checks `ev` against the lateness of its stream. `Ok(Some(ev))`: pass it on now;
+    /// `Ok(None)`: held; `Err`: too late.
+    pub fn admit(
+        &mut self,
+        input: &TopicInput,
+        ev: Event,
+        offset: i64,
+    ) -> Result<Option<Event>, (Event, Rejected)> {
+        if !input.event_time {
+            return Ok(Some(ev));
+        }
+        if self.newest != i64::MIN && ev.ts < self.newest.saturating_sub(input.lateness) {
+            let r = Rejected::Late {
+                ts: ev.ts,
+                behind: self.newest - ev.ts,
+                newest: self.newest,
+                lateness: input.lateness,
+            };
+            return Err((ev, r));
+        }
+        self.newest = self.newest.max(ev.ts);
+        if self.hold == 0 {
+            return Ok(Some(ev));
+        }
+        self.seq += 1;
+        self.held.push(Reverse(Held {
+            ts: ev.ts,
+            seq: self.seq,
+            ev,
+            offset,
+        }));
+        Ok(None)
+    }
+
+    /// The next held event whose time has come (its time at or before `now - hold`).
+    pub fn release(&mut self, now: i64) -> Option<Event> {
+        let limit = now.saturating_sub(self.hold);
+        if self.held.peek().is_some_and(|h| h.0.ts <= limit) {
+            self.held.pop().map(|h| h.0.ev)
+        } else {
+            None
+        }
+    }
+
+    /// The smallest offset held of origin `origin`, if any (the commit may not pass it).
+    pub fn min_offset(&self, origin: u32) -> Option<i64> {
+        self.held
+            .iter()
+            .filter(|h| h.0.ev.origin == origin)
+            .map(|h| h.0.offset)
+            .min()
+    }
+
+    /// Forgets held events of `origins` (their partitions were revoked).
+    pub fn drop_origins(&mut self, origins: &[u32]) {
+        self.held.retain(|h| !origins.contains(&h.0.ev.origin));
+    }
+
+    pub fn held(&self) -> usize {
+        self.held.len()
+    }
+}
