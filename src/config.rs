@@ -449,6 +449,13 @@ impl Config {
         if let Some(c) = &p.ring_capacity {
             layout.ring_capacity = *c.get_ref();
         }
+        // Kafka's client threads need CPU too: spin only where every stage and the client have
+        // a core to spare.
+        let stages = 1 + shards + usize::from(!layout.fuse_sink);
+        if crate::pipeline::available_cores() < stages + 2 {
+            let park = WaitStrategy::Park { spins: 64 };
+            (layout.source_wait, layout.shard_wait, layout.sink_wait) = (park, park, park);
+        }
         if let Some(w) = &p.wait {
             let w = WaitStrategy::parse(w.get_ref()).ok_or_else(|| {
                 self.error_at(

@@ -277,6 +277,7 @@ pub fn run(
     let ctx = SourceContext {
         events: Mutex::new(Vec::new()),
         metrics: metrics.clone(),
+        commits: Mutex::new(Vec::new()),
     };
     let consumer: BaseConsumer<SourceContext> = cc
         .create_with_context(ctx)
@@ -333,6 +334,8 @@ pub fn run(
         fingerprint,
         next_barrier: 1,
         open: Vec::new(),
+        unconfirmed: Vec::new(),
+        confirmed: 0,
         completed: 0,
         first_assignment: true,
         restored: false,
@@ -394,6 +397,10 @@ struct SourceLoop<'p> {
     fingerprint: u64,
     next_barrier: u64,
     open: Vec<Open>,
+    /// Checkpoints whose offset commit the broker has not confirmed yet.
+    unconfirmed: Vec<Open>,
+    /// The newest checkpoint whose commit the broker confirmed: older snapshots can go.
+    confirmed: u64,
     /// The last checkpoint completed.
     completed: u64,
     first_assignment: bool,
@@ -478,6 +485,7 @@ impl SourceLoop<'_> {
         let Some(ti) = self.inputs.iter().position(|i| i.topic == m.topic()) else {
             return;
         };
+        self.metrics.messages_in.fetch_add(1, Relaxed);
         let origin = source::origin(ti, m.partition());
         self.positions.insert(origin, m.offset() + 1);
         let arrival = now_ns() as i64;
@@ -628,6 +636,7 @@ impl SourceLoop<'_> {
                 Some(Offset::Offset(o)) => Some(o),
                 _ => None,
             };
+        tracing::debug!(snapshots = list.len(), "looking for a snapshot to resume");
         for path in list.iter().rev() {
             let snap = match Snapshot::read(path) {
                 Ok(s) => s,
@@ -654,6 +663,11 @@ impl SourceLoop<'_> {
                     .iter()
                     .all(|p| committed_of(&p.topic, p.partition) == Some(p.offset))
             {
+                let committed: Vec<_> = shared
+                    .iter()
+                    .map(|p| committed_of(&p.topic, p.partition))
+                    .collect();
+                tracing::debug!(snapshot = %path.display(), positions = ?snap.positions, ?committed, "snapshot positions are not the committed offsets");
                 continue;
             }
             let states: Result<Vec<EngineState>, _> = snap
@@ -745,6 +759,7 @@ impl SourceLoop<'_> {
     /// Commits every checkpoint that is complete, oldest first (at-least-once; under
     /// exactly-once the sink commits with the transaction).
     fn complete_checkpoints(&mut self) -> Result<(), DaemonError> {
+        self.confirm_commits();
         while let Some(first) = self.open.first() {
             if self.eos {
                 if self.checkpoints.sealed() >= first.id {
@@ -759,14 +774,14 @@ impl SourceLoop<'_> {
             }
             let Open { id, positions } = self.open.remove(0);
             let states = self.checkpoints.take_states(id);
-            if let Some(dir) = &self.state_dir {
+            if let (Some(dir), false) = (&self.state_dir, positions.is_empty()) {
                 let snap = Snapshot {
                     id,
                     fingerprint: self.fingerprint,
                     positions: positions.clone(),
                     states: states.into_iter().map(Option::unwrap_or_default).collect(),
                 };
-                if let Err(e) = snap.write(dir) {
+                if let Err(e) = snap.write(dir, self.confirmed) {
                     tracing::error!(error = %e, "cannot write a snapshot; offsets not committed");
                     continue;
                 }
@@ -781,11 +796,38 @@ impl SourceLoop<'_> {
                     tracing::warn!(error = %e, "offset commit failed; the next checkpoint commits again");
                     continue;
                 }
+                self.unconfirmed.push(Open { id, positions });
             }
             self.completed = id;
             self.metrics.checkpoints.fetch_add(1, Relaxed);
         }
         Ok(())
+    }
+
+    /// Matches the commits the broker confirmed to the checkpoints that made them.
+    fn confirm_commits(&mut self) {
+        let done = std::mem::take(
+            &mut *self
+                .consumer
+                .context()
+                .commits
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()),
+        );
+        for list in done {
+            let same = |o: &Open| {
+                o.positions.len() == list.len()
+                    && o.positions.iter().all(|p| {
+                        list.iter().any(|(t, n, off)| {
+                            *t == p.topic && *n == p.partition && *off == p.offset
+                        })
+                    })
+            };
+            if let Some(i) = self.unconfirmed.iter().position(same) {
+                self.confirmed = self.confirmed.max(self.unconfirmed[i].id);
+                self.unconfirmed.drain(..=i);
+            }
+        }
     }
 
     /// Shutting down: a last barrier, then waits (up to 30 s) for it to complete and commit.

@@ -53,8 +53,11 @@ pub struct ShardMetrics {
 #[derive(Debug, Default)]
 pub struct PipelineMetrics {
     pub shards: Vec<ShardMetrics>,
-    /// Events taken in.
+    /// Events taken in by the pipeline.
     pub events_in: AtomicU64,
+    /// Messages read from the input topics (events held back for the allowed lateness are
+    /// read but not yet taken in).
+    pub messages_in: AtomicU64,
     /// Time the source spent waiting on full shard rings, ns.
     pub source_backpressure_ns: AtomicU64,
     /// Records the sink has written.

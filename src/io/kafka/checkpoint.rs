@@ -9,8 +9,9 @@
 //!
 //! With a state directory, the engine state taken at the barrier is written to a snapshot
 //! before the commit, and a restart whose committed offsets equal a snapshot's resumes its
-//! partial matches. The two newest snapshots are kept, because a crash between writing a
-//! snapshot and committing its offsets leaves the older one as the match.
+//! partial matches. A snapshot is removed only once a newer one's offsets are known to be
+//! committed, because a crash between writing a snapshot and the broker confirming its commit
+//! leaves an older one as the match.
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -152,8 +153,9 @@ pub enum SnapshotError {
 
 impl Snapshot {
     /// Writes `dir/checkpoint-ID.bin` (through a temporary file and a rename, so a crash never
-    /// leaves half a snapshot) and removes all but the two newest.
-    pub fn write(&self, dir: &Path) -> Result<PathBuf, SnapshotError> {
+    /// leaves half a snapshot) and removes those older than `keep_from`, the newest snapshot
+    /// whose offsets the broker has confirmed.
+    pub fn write(&self, dir: &Path, keep_from: u64) -> Result<PathBuf, SnapshotError> {
         let io = |path: &Path| {
             let path = path.to_path_buf();
             move |source| SnapshotError::Io { path, source }
@@ -173,12 +175,22 @@ impl Snapshot {
             f.sync_all().map_err(io(&tmp))?;
         }
         std::fs::rename(&tmp, &path).map_err(io(&path))?;
-        let mut all = Snapshot::list(dir)?;
-        while all.len() > 2 {
-            let old = all.remove(0);
-            let _ = std::fs::remove_file(old);
+        for old in Snapshot::list(dir)? {
+            if Snapshot::id_of(&old).is_some_and(|id| id < keep_from) {
+                let _ = std::fs::remove_file(old);
+            }
         }
         Ok(path)
+    }
+
+    /// The checkpoint id in a snapshot's file name.
+    pub fn id_of(path: &Path) -> Option<u64> {
+        path.file_name()?
+            .to_str()?
+            .strip_prefix("checkpoint-")?
+            .strip_suffix(".bin")?
+            .parse()
+            .ok()
     }
 
     /// The snapshots in `dir`, oldest first.

@@ -236,7 +236,10 @@ impl KafkaSink {
                 positions: positions.clone(),
                 states: states.into_iter().map(Option::unwrap_or_default).collect(),
             };
-            snap.write(dir).map_err(|e| e.to_string())?;
+            // A transaction's commit is confirmed when `commit_transaction` returns: the previous
+            // snapshot is the newest confirmed one until then.
+            snap.write(dir, id.saturating_sub(1))
+                .map_err(|e| e.to_string())?;
         }
         if let Some(cgm) = cgm {
             let mut tpl = rdkafka::TopicPartitionList::new();

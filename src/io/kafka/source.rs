@@ -24,6 +24,8 @@ pub enum RebalanceEvent {
 pub struct SourceContext {
     pub events: Mutex<Vec<RebalanceEvent>>,
     pub metrics: Arc<PipelineMetrics>,
+    /// Offset commits the broker confirmed, as (topic, partition, offset) lists.
+    pub commits: Mutex<Vec<Vec<(String, i32, i64)>>>,
 }
 
 fn partitions(tpl: &rdkafka::TopicPartitionList) -> Vec<(String, i32)> {
@@ -47,6 +49,32 @@ impl ClientContext for SourceContext {
 }
 
 impl ConsumerContext for SourceContext {
+    fn commit_callback(
+        &self,
+        result: rdkafka::error::KafkaResult<()>,
+        offsets: &rdkafka::TopicPartitionList,
+    ) {
+        match result {
+            Ok(()) => {
+                let list = offsets
+                    .elements()
+                    .iter()
+                    .filter_map(|e| match e.offset() {
+                        rdkafka::Offset::Offset(o) => {
+                            Some((e.topic().to_string(), e.partition(), o))
+                        }
+                        _ => None,
+                    })
+                    .collect();
+                self.commits
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(list);
+            }
+            Err(e) => tracing::warn!(error = %e, "offset commit failed"),
+        }
+    }
+
     fn pre_rebalance(&self, _c: &BaseConsumer<Self>, r: &Rebalance<'_>) {
         if let Rebalance::Revoke(tpl) = r {
             self.events

@@ -1,0 +1,566 @@
+//! Kafka end to end: the daemon between real topics. Runs against a `tansu` broker when one is
+//! on the PATH (as in CI) and librdkafka's mock cluster otherwise; fault injection always uses
+//! the mock cluster.
+
+mod broker;
+#[path = "../common/mod.rs"]
+mod common;
+
+use broker::{Broker, Msg};
+use kairos::config::Config;
+use kairos::daemon::{self, DaemonReport, Started};
+use kairos::io::replay::Input;
+use kairos::metrics::PipelineMetrics;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering, Ordering::Relaxed};
+use std::sync::{mpsc, Arc};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// Per key, deposit, bet, withdrawal, on arrival time and without a window: every key's matches
+/// depend only on the order of its own events, which one partition keeps, so the daemon must
+/// produce exactly what a replay of the same events does.
+const ARRIVAL_PATTERN: &str = "pattern dbw
+    from events
+    key user_id
+    match d -> b -> w
+    define
+        d = (type == \"deposit\" and amount >= 20)
+        b = (type == \"bet\" and stake >= 10)
+        w = (type == \"withdrawal\" and amount >= d.amount * 0.5)
+    emit alerts { user: key, deposit: d.amount, stake: b.stake, withdrawn: w.amount }
+";
+
+fn generate(events: u64, keys: u64, seed: u64) -> Vec<String> {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kairos-gen"))
+        .args([
+            "betting",
+            "--events",
+            &events.to_string(),
+            "--keys",
+            &keys.to_string(),
+        ])
+        .args(["--seed", &seed.to_string()])
+        .output()
+        .expect("kairos-gen runs");
+    assert!(out.status.success());
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+struct Setup {
+    dir: tempfile::TempDir,
+}
+
+impl Setup {
+    fn new(pattern: &str) -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("p.cep"), pattern).unwrap();
+        Setup { dir }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Writes a config file; `extra` is appended verbatim.
+    fn config(&self, name: &str, brokers: &str, streams: &[(&str, &str)], extra: &str) -> PathBuf {
+        let mut s = format!(
+            "patterns = [\"p.cep\"]\n\n[kafka]\nbrokers = \"{brokers}\"\ngroup_id = \"kairos-test\"\ndead_letter_topic = \"dead\"\n\n[kafka.consumer]\n\"fetch.wait.max.ms\" = 10\n\n"
+        );
+        for (name, topic) in streams {
+            s += &format!("[[streams]]\nname = \"{name}\"\ntopic = \"{topic}\"\n");
+            if streams.len() > 1 {
+                s += "allowed_lateness = \"100d\"\n";
+            }
+            s += "\n";
+        }
+        s += "[[sinks]]\nname = \"alerts\"\ntopic = \"alerts\"\n\n[admin]\naddress = \"\"\n\n";
+        s += extra;
+        let p = self.path(name);
+        std::fs::write(&p, s).unwrap();
+        p
+    }
+}
+
+struct Running {
+    shutdown: Arc<AtomicBool>,
+    metrics: Arc<PipelineMetrics>,
+    thread: JoinHandle<Result<DaemonReport, String>>,
+}
+
+impl Running {
+    fn start(config: &Path) -> Running {
+        let config = Config::load(config).unwrap();
+        let prepared = daemon::prepare(config).unwrap();
+        let shutdown = Arc::new(AtomicBool::new(false));
+        let (tx, rx) = mpsc::channel();
+        let s = shutdown.clone();
+        let thread = std::thread::spawn(move || {
+            daemon::run(prepared, s, |st: Started| {
+                let _ = tx.send(st.metrics);
+            })
+            .map_err(|e| e.to_string())
+        });
+        let metrics = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the daemon starts");
+        Running {
+            shutdown,
+            metrics,
+            thread,
+        }
+    }
+
+    fn wait_assigned(&self) {
+        wait_for("partitions assigned", Duration::from_secs(30), || {
+            self.metrics.partitions.load(Relaxed) > 0
+        });
+    }
+
+    fn stop(self) -> DaemonReport {
+        self.shutdown.store(true, Ordering::Release);
+        self.thread
+            .join()
+            .unwrap()
+            .expect("the daemon stops cleanly")
+    }
+}
+
+fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !ok() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// What a replay of `lines` produces, as (key, value) pairs.
+fn replayed(pattern: &str, setup: &Setup, lines: &[String]) -> BTreeMap<String, usize> {
+    let file = setup.path("events.jsonl");
+    std::fs::write(&file, lines.join("\n") + "\n").unwrap();
+    let prog = common::program("p.cep", pattern);
+    let (records, _, _) =
+        common::run_replay(prog, &[Input::parse(&format!("events={}", file.display()))]);
+    tally(records.iter().map(key_value))
+}
+
+fn key_value(r: &serde_json::Value) -> String {
+    format!(
+        "{} {}",
+        r["key"],
+        common::canon(&serde_json::json!({"sink": r["sink"], "ts": 0, "value": r["value"]}))
+    )
+}
+
+fn tally(it: impl Iterator<Item = String>) -> BTreeMap<String, usize> {
+    let mut m = BTreeMap::new();
+    for k in it {
+        *m.entry(k).or_insert(0) += 1;
+    }
+    m
+}
+
+fn consumed(msgs: &[Msg]) -> BTreeMap<String, usize> {
+    tally(
+        msgs.iter()
+            .map(|m| key_value(&serde_json::from_str(&m.payload).expect("records are JSON"))),
+    )
+}
+
+fn total(m: &BTreeMap<String, usize>) -> usize {
+    m.values().sum()
+}
+
+#[test]
+fn matches_through_kafka_equal_replay() {
+    let broker = Broker::start();
+    for (t, n) in [("events", 3), ("alerts", 1), ("dead", 1)] {
+        broker.create_topic(t, n);
+    }
+    let setup = Setup::new(ARRIVAL_PATTERN);
+    let lines = generate(4000, 60, 11);
+    let want = replayed(ARRIVAL_PATTERN, &setup, &lines);
+    assert!(total(&want) > 20, "the stream has matches to find");
+    let d =
+        Running::start(&setup.config("k.toml", &broker.bootstrap(), &[("events", "events")], ""));
+    d.wait_assigned();
+    broker.produce_lines("events", &lines, "user_id");
+    let msgs = broker.consume("alerts", total(&want), Duration::from_secs(60), false);
+    let report = d.stop();
+    let got = consumed(&msgs);
+    assert_eq!(got, want, "the daemon's records differ from the replay's");
+    assert_eq!(report.pipeline.events, lines.len() as u64);
+    assert_eq!(report.dead_letters, 0);
+    assert!(
+        report.checkpoints >= 1,
+        "the drain commits a last checkpoint"
+    );
+    // Key and pattern header of a record.
+    let m = &msgs[0];
+    let v: serde_json::Value = serde_json::from_str(&m.payload).unwrap();
+    assert_eq!(m.key.as_deref(), v["key"].as_str());
+    assert_eq!(m.header("kairos-pattern"), Some("dbw"));
+}
+
+#[test]
+fn event_time_streams_are_merged_in_time_order() {
+    let broker = Broker::start();
+    for (t, n) in [("payments", 2), ("bets", 2), ("alerts", 1), ("dead", 1)] {
+        broker.create_topic(t, n);
+    }
+    let pattern = std::fs::read_to_string("patterns/bonus_abuse.cep").unwrap();
+    let setup = Setup::new(&pattern);
+    let cfg = setup.config(
+        "k.toml",
+        &broker.bootstrap(),
+        &[("payments", "payments"), ("bets", "bets")],
+        "",
+    );
+    let d = Running::start(&cfg);
+    d.wait_assigned();
+    let read = |f: &str| -> Vec<String> {
+        std::fs::read_to_string(format!("tests/examples/bonus_abuse/{f}"))
+            .unwrap()
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(str::to_string)
+            .collect()
+    };
+    let (payments, bets) = (read("payments.jsonl"), read("bets.jsonl"));
+    // Bets first: the topics arrive out of time order, and the allowed lateness puts them back.
+    broker.produce_lines("bets", &bets, "user_id");
+    broker.produce_lines("payments", &payments, "user_id");
+    let n = (payments.len() + bets.len()) as u64;
+    wait_for("every event taken in", Duration::from_secs(60), || {
+        d.metrics.messages_in.load(Relaxed) >= n
+    });
+    // Events are held for the allowed lateness (100 days); the drain lets them through in
+    // time order before the last checkpoint.
+    let report = d.stop();
+    assert_eq!(report.late, 0);
+    let want = common::read_jsonl(Path::new("tests/examples/bonus_abuse/expected.jsonl"));
+    let msgs = broker.consume("alerts", want.len(), Duration::from_secs(30), false);
+    let got: Vec<serde_json::Value> = msgs
+        .iter()
+        .map(|m| serde_json::from_str(&m.payload).unwrap())
+        .collect();
+    if let Some(diff) = common::exact_multiset_diff(&got, &want) {
+        panic!("{diff}");
+    }
+}
+
+#[test]
+fn malformed_events_go_to_the_dead_letter_topic() {
+    let broker = Broker::start();
+    for (t, n) in [("events", 1), ("alerts", 1), ("dead", 1)] {
+        broker.create_topic(t, n);
+    }
+    let setup = Setup::new(ARRIVAL_PATTERN);
+    let d =
+        Running::start(&setup.config("k.toml", &broker.bootstrap(), &[("events", "events")], ""));
+    d.wait_assigned();
+    let lines: Vec<String> = [
+        r#"{"user_id":"u1","type":"deposit","amount":100,"ts":1}"#,
+        r#"{"user_id":"u1","type":"bet","stake":"#,
+        r#"{"user_id":"u1","type":"bet","stake":50,"ts":3}"#,
+        "not json at all",
+        r#"{"user_id":"u1","type":"withdrawal","amount":90,"ts":5}"#,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    broker.produce_lines("events", &lines, "user_id");
+    let dead = broker.consume("dead", 2, Duration::from_secs(30), false);
+    let alerts = broker.consume("alerts", 1, Duration::from_secs(30), false);
+    let report = d.stop();
+    assert_eq!(dead.len(), 2, "both malformed events are dead letters");
+    assert_eq!(dead[0].payload, lines[1]);
+    assert_eq!(dead[1].payload, lines[3]);
+    for m in &dead {
+        assert_eq!(m.header("kairos-source-topic"), Some("events"));
+        assert_eq!(m.header("kairos-source-partition"), Some("0"));
+        assert!(
+            m.header("kairos-error")
+                .is_some_and(|e| e.contains("malformed")),
+            "{m:?}"
+        );
+    }
+    assert_eq!(dead[0].header("kairos-source-offset"), Some("1"));
+    assert_eq!(dead[1].header("kairos-source-offset"), Some("3"));
+    assert_eq!(report.dead_letters, 2);
+    assert_eq!(alerts.len(), 1, "the good events still match");
+}
+
+#[test]
+fn two_daemons_in_one_group_share_the_partitions() {
+    let broker = Broker::start();
+    for (t, n) in [("events", 4), ("alerts", 1), ("dead", 1)] {
+        broker.create_topic(t, n);
+    }
+    let setup = Setup::new(ARRIVAL_PATTERN);
+    let lines = generate(4000, 80, 12);
+    let want = replayed(ARRIVAL_PATTERN, &setup, &lines);
+    let a =
+        Running::start(&setup.config("a.toml", &broker.bootstrap(), &[("events", "events")], ""));
+    let b =
+        Running::start(&setup.config("b.toml", &broker.bootstrap(), &[("events", "events")], ""));
+    wait_for(
+        "both daemons hold partitions",
+        Duration::from_secs(60),
+        || {
+            let (pa, pb) = (
+                a.metrics.partitions.load(Relaxed),
+                b.metrics.partitions.load(Relaxed),
+            );
+            pa > 0 && pb > 0 && pa + pb == 4
+        },
+    );
+    broker.produce_lines("events", &lines, "user_id");
+    let msgs = broker.consume("alerts", total(&want), Duration::from_secs(60), false);
+    let (ra, rb) = (a.stop(), b.stop());
+    assert!(
+        ra.pipeline.events > 0 && rb.pipeline.events > 0,
+        "both daemons took part"
+    );
+    assert_eq!(ra.pipeline.events + rb.pipeline.events, lines.len() as u64);
+    assert_eq!(consumed(&msgs), want);
+}
+
+/// Polls the admin endpoint of a daemon process for one figure.
+fn scrape(port: u16, name: &str) -> Option<u64> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .ok()?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).ok()?;
+    body.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+/// A daemon process, killed with SIGKILL when dropped (also when a test fails).
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn kill_9_and_restart_loses_no_match() {
+    let broker = Broker::start();
+    for (t, n) in [("events", 2), ("alerts", 1), ("dead", 1)] {
+        broker.create_topic(t, n);
+    }
+    let setup = Setup::new(ARRIVAL_PATTERN);
+    let lines = generate(6000, 50, 13);
+    let want = replayed(ARRIVAL_PATTERN, &setup, &lines);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let extra = "[delivery]\ncheckpoint_interval = \"50ms\"\nstate_dir = \"state\"\n";
+    let cfg = setup.config(
+        "k.toml",
+        &broker.bootstrap(),
+        &[("events", "events")],
+        extra,
+    );
+    // A killed member leaves the group only when its session times out.
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("address = \"\"", &format!("address = \"127.0.0.1:{port}\""))
+        .replace(
+            "[kafka.consumer]\n",
+            "[kafka.consumer]\n\"session.timeout.ms\" = 6000\n\"heartbeat.interval.ms\" = 500\n",
+        );
+    std::fs::write(&cfg, text).unwrap();
+    let log = setup.path("daemon.log");
+    let spawn = || {
+        let stderr = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
+        Child(
+            std::process::Command::new(env!("CARGO_BIN_EXE_kairos"))
+                .args(["run", "--config"])
+                .arg(&cfg)
+                .stderr(stderr)
+                .spawn()
+                .expect("kairos run starts"),
+        )
+    };
+    let child = spawn();
+    wait_for(
+        "the first daemon's partitions",
+        Duration::from_secs(60),
+        || scrape(port, "kairos_assigned_partitions").is_some_and(|n| n == 2),
+    );
+    let half = lines.len() / 2;
+    broker.produce_lines("events", &lines[..half], "user_id");
+    wait_for(
+        "most of the first half taken in",
+        Duration::from_secs(60),
+        || scrape(port, "kairos_events_in_total").is_some_and(|n| n >= half as u64 * 3 / 4),
+    );
+    let c0 = scrape(port, "kairos_checkpoints_total").unwrap();
+    wait_for(
+        "a checkpoint of those events",
+        Duration::from_secs(60),
+        || scrape(port, "kairos_checkpoints_total").is_some_and(|n| n >= c0 + 2),
+    );
+    // kill -9: no drain, no last checkpoint.
+    drop(child);
+    let _child = spawn();
+    wait_for(
+        "the second daemon's partitions",
+        Duration::from_secs(60),
+        || scrape(port, "kairos_assigned_partitions").is_some_and(|n| n == 2),
+    );
+    broker.produce_lines("events", &lines[half..], "user_id");
+    let distinct = want.len();
+    let mut msgs = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while Instant::now() < deadline {
+        msgs = broker.consume("alerts", usize::MAX, Duration::from_secs(3), false);
+        let got = consumed(&msgs);
+        let logs = std::fs::read_to_string(&log).unwrap_or_default();
+        let decided =
+            logs.matches("partial matches").count() + logs.matches("restored").count() >= 2;
+        if decided && want.iter().all(|(k, n)| got.get(k).is_some_and(|g| g >= n)) {
+            break;
+        }
+    }
+    let got = consumed(&msgs);
+    let missing: Vec<&String> = want
+        .iter()
+        .filter(|(k, n)| got.get(*k).is_none_or(|g| g < *n))
+        .map(|(k, _)| k)
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "matches lost across kill -9: {missing:?}"
+    );
+    let extra: Vec<&String> = got.keys().filter(|k| !want.contains_key(*k)).collect();
+    assert!(extra.is_empty(), "records no replay produces: {extra:?}");
+    let logs = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        logs.contains("engine state restored"),
+        "the restart resumes the snapshot:\n{logs}"
+    );
+    let duplicates = total(&got) - total(&want);
+    eprintln!(
+        "kill -9 and restart: {distinct} distinct matches, all delivered, {duplicates} duplicates"
+    );
+}
+
+#[test]
+fn broker_faults_lose_nothing() {
+    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+    let broker = Broker::mock();
+    for (t, n) in [("events", 2), ("alerts", 1), ("dead", 1)] {
+        broker.create_topic(t, n);
+    }
+    let setup = Setup::new(ARRIVAL_PATTERN);
+    let lines = generate(3000, 40, 14);
+    let want = replayed(ARRIVAL_PATTERN, &setup, &lines);
+    let d =
+        Running::start(&setup.config("k.toml", &broker.bootstrap(), &[("events", "events")], ""));
+    d.wait_assigned();
+    let third = lines.len() / 3;
+    broker.produce_lines("events", &lines[..third], "user_id");
+    let mock = broker.mock_cluster();
+    // Produce requests fail (retriably) a few times: the producer sends again.
+    mock.request_errors(
+        RDKafkaApiKey::Produce,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS; 5],
+    );
+    broker.produce_lines("events", &lines[third..2 * third], "user_id");
+    wait_for("the second third taken in", Duration::from_secs(60), || {
+        d.metrics.events_in.load(Relaxed) >= 2 * third as u64
+    });
+    // The broker goes away for a while and comes back.
+    mock.broker_down(1).unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    mock.broker_up(1).unwrap();
+    broker.produce_lines("events", &lines[2 * third..], "user_id");
+    let msgs = broker.consume("alerts", total(&want), Duration::from_secs(90), false);
+    let report = d.stop();
+    let got = consumed(&msgs);
+    let missing: Vec<&String> = want
+        .iter()
+        .filter(|(k, n)| got.get(*k).is_none_or(|g| g < *n))
+        .map(|(k, _)| k)
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "matches lost to broker faults: {missing:?}"
+    );
+    assert_eq!(report.delivery_failures, 0);
+}
+
+#[test]
+fn exactly_once_produces_each_match_once() {
+    let broker = Broker::mock();
+    for (t, n) in [("events", 2), ("alerts", 1), ("dead", 1)] {
+        broker.create_topic(t, n);
+    }
+    let setup = Setup::new(ARRIVAL_PATTERN);
+    let lines = generate(3000, 40, 15);
+    let want = replayed(ARRIVAL_PATTERN, &setup, &lines);
+    let extra = "[delivery]\nguarantee = \"exactly-once\"\ncheckpoint_interval = \"100ms\"\n";
+    let d = Running::start(&setup.config(
+        "k.toml",
+        &broker.bootstrap(),
+        &[("events", "events")],
+        extra,
+    ));
+    d.wait_assigned();
+    broker.produce_lines("events", &lines, "user_id");
+    let msgs = broker.consume("alerts", total(&want), Duration::from_secs(60), true);
+    let report = d.stop();
+    assert_eq!(consumed(&msgs), want);
+    assert!(report.checkpoints >= 1, "transactions were committed");
+}
+
+#[test]
+fn unreachable_brokers_are_a_clear_error() {
+    let setup = Setup::new(ARRIVAL_PATTERN);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let extra = "[kafka.producer]\n\"socket.connection.setup.timeout.ms\" = 1000\n";
+    let cfg = setup.config(
+        "k.toml",
+        &format!("127.0.0.1:{port}"),
+        &[("events", "events")],
+        extra,
+    );
+    let prepared = daemon::prepare(Config::load(&cfg).unwrap()).unwrap();
+    let t0 = Instant::now();
+    let err = daemon::run(prepared, Arc::new(AtomicBool::new(false)), |_| {}).unwrap_err();
+    assert!(
+        err.to_string().contains("cannot reach the Kafka brokers"),
+        "{err}"
+    );
+    assert!(t0.elapsed() < Duration::from_secs(60));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kairos"))
+        .args(["run", "--check", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach the Kafka brokers"));
+}
