@@ -149,3 +149,10 @@ fn patterns_must_fit_the_declared_streams_and_sinks() {
         .to_string();
     assert!(e.contains("1:13: `none/*.cep` matches no file"), "{e}");
 }
+
+#[test]
+fn the_container_config_parses() {
+    let c = Config::load(std::path::Path::new("config/docker.toml")).unwrap();
+    assert_eq!(c.kafka.brokers, "kafka:9092");
+    assert_eq!(c.admin_address().unwrap().map(|a| a.port()), Some(9464));
+}

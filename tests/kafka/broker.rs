@@ -47,8 +47,10 @@ impl Broker {
     /// A real broker when one is installed, else the mock cluster.
     pub fn start() -> Broker {
         if tansu_on_path() {
+            eprintln!("broker: tansu");
             Broker::tansu()
         } else {
+            eprintln!("broker: librdkafka's mock cluster (tansu is not on the PATH)");
             Broker::mock()
         }
     }
