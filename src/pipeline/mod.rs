@@ -612,6 +612,7 @@ fn publish_shard(m: &ShardMetrics, stats: &EngineStats, records: u64, backpressu
 /// fused) and counts them.
 struct ShardOutput {
     index: usize,
+    metrics: Arc<PipelineMetrics>,
     sink: ShardSink,
     waiter: Waiter,
     /// When the event being processed entered the pipeline.
@@ -647,6 +648,7 @@ impl crate::engine::Output for ShardOutput {
         match &mut self.sink {
             ShardSink::Fused(f) => {
                 f.record(self.index, &r.to_owned());
+                self.metrics.records_out.fetch_add(1, Relaxed);
                 if let Some(h) = self.fused_latency.as_mut() {
                     let _ = h.record(now_ns().saturating_sub(self.ingress).max(1));
                 }
@@ -678,6 +680,7 @@ fn run_shard(
     let mut ring_latency = histogram();
     let mut out = ShardOutput {
         index,
+        metrics: metrics.clone(),
         fused_latency: matches!(sink, ShardSink::Fused(_)).then(histogram),
         sink,
         waiter: Waiter::new(wait),

@@ -175,7 +175,17 @@ impl Broker {
             )
             .create()
             .unwrap();
-        c.subscribe(&[topic]).unwrap();
+        // Assigned, not subscribed: reading needs no group coordinator, which a test that takes
+        // the broker down would otherwise wait for.
+        let md = c
+            .fetch_metadata(Some(topic), Duration::from_secs(30))
+            .expect("topic metadata");
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        for p in md.topics()[0].partitions() {
+            tpl.add_partition_offset(topic, p.id(), rdkafka::Offset::Beginning)
+                .unwrap();
+        }
+        c.assign(&tpl).unwrap();
         let mut out = Vec::new();
         let deadline = Instant::now() + timeout;
         while out.len() < want && Instant::now() < deadline {

@@ -512,6 +512,15 @@ fn broker_faults_lose_nothing() {
     mock.broker_up(1).unwrap();
     broker.produce_lines("events", &lines[2 * third..], "user_id");
     let got = consume_covering(&broker, &want, Duration::from_secs(90));
+    let m = &d.metrics;
+    let figures = format!(
+        "events in {}, records out {}, acknowledged {}, in flight {}, retried {}",
+        m.events_in.load(Relaxed),
+        m.records_out.load(Relaxed),
+        m.deliveries_acked.load(Relaxed),
+        m.deliveries_in_flight.load(Relaxed),
+        m.delivery_retries.load(Relaxed)
+    );
     let report = d.stop();
     let missing: Vec<&String> = want
         .iter()
@@ -520,7 +529,10 @@ fn broker_faults_lose_nothing() {
         .collect();
     assert!(
         missing.is_empty(),
-        "matches lost to broker faults: {missing:?}"
+        "{} of {} matches lost to broker faults ({figures}); first: {:?}",
+        missing.len(),
+        want.len(),
+        missing.first()
     );
     assert_eq!(report.delivery_failures, 0);
 }
