@@ -11,6 +11,7 @@
 //! - [`event`]: values, events and the JSON decoder that extracts only the fields patterns use.
 //! - [`engine`]: the matcher: partial matches per key, windows, skip strategies, records.
 //! - [`io`]: reading recorded inputs (`kairos replay`) and writing records.
+//! - [`table`]: memory-mapped lookup tables: file format, builder, reader, hot swap.
 //!
 //! ```
 //! use kairos::compile::{compile, CompileOptions, Source};
@@ -29,6 +30,8 @@ pub mod lang;
 pub mod metrics;
 pub mod pipeline;
 pub mod ring;
+pub mod table;
+pub mod workload;
 
 /// The README's examples, compiled and run as documentation tests.
 #[cfg(doctest)]
