@@ -514,8 +514,12 @@ impl SourceLoop<'_> {
     }
 
     fn dead_letter(&mut self, m: &rdkafka::message::BorrowedMessage<'_>, why: &Rejected) {
-        self.metrics.dead_letters.fetch_add(1, Relaxed);
-        tracing::warn!(topic = m.topic(), partition = m.partition(), offset = m.offset(), error = %why, "dead letter");
+        let n = self.metrics.dead_letters.fetch_add(1, Relaxed) + 1;
+        // Every dead letter is counted and produced; the log names the first hundred, then one
+        // in ten thousand, so that a flood of bad input cannot flood the log too.
+        if n <= 100 || n % 10_000 == 0 {
+            tracing::warn!(topic = m.topic(), partition = m.partition(), offset = m.offset(), error = %why, dead_letters = n, "dead letter");
+        }
         let Some(topic) = &self.dlq_topic else { return };
         let partition = m.partition().to_string();
         let offset = m.offset().to_string();

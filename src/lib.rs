@@ -23,6 +23,7 @@
 pub mod compile;
 pub mod config;
 pub mod daemon;
+pub mod demo;
 pub mod engine;
 pub mod event;
 pub mod io;

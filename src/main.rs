@@ -66,6 +66,24 @@ enum Cmd {
         #[arg(long, short)]
         quiet: bool,
     },
+    /// The whole pipeline on this machine with nothing installed: an in-process Kafka cluster,
+    /// a synthetic sportsbook, the example patterns, live figures.
+    Demo {
+        /// How long to run: 20s, 2m, ... (Ctrl-C stops it earlier).
+        #[arg(long, default_value = "20s")]
+        duration: String,
+        /// Events offered per second.
+        #[arg(long, default_value_t = 10_000)]
+        rate: u64,
+        /// Customers in the synthetic sportsbook.
+        #[arg(long, default_value_t = 10_000)]
+        keys: u64,
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+        /// Match shards.
+        #[arg(long, default_value_t = 1)]
+        shards: usize,
+    },
     /// The daemon: read Kafka topics, match, write records to Kafka topics.
     Run {
         /// The configuration file (see docs/config.md).
@@ -170,8 +188,48 @@ fn run_daemon(config: PathBuf, check: bool, json_logs: bool) -> Result<i32> {
     }
 }
 
+fn run_demo(opts: kairos::demo::DemoOptions) -> Result<i32> {
+    // Only warnings: the status line is the demo's output.
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, stop.clone())
+            .context("cannot install the signal handlers")?;
+    }
+    let mut out = std::io::stderr();
+    kairos::demo::run(&opts, stop, &mut out)?;
+    Ok(0)
+}
+
 fn run(cli: Cli) -> Result<i32> {
     match cli.cmd {
+        Cmd::Demo {
+            duration,
+            rate,
+            keys,
+            seed,
+            shards,
+        } => {
+            let Some(duration) = kairos::config::parse_duration(&duration) else {
+                bail!("--duration: `{duration}` is not a duration: write e.g. 20s or 2m");
+            };
+            if rate == 0 || shards == 0 {
+                bail!("--rate and --shards must be at least 1");
+            }
+            run_demo(kairos::demo::DemoOptions {
+                duration,
+                rate,
+                keys,
+                seed,
+                shards,
+                ..Default::default()
+            })
+        }
         Cmd::Run {
             config,
             check,

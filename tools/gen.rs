@@ -81,10 +81,17 @@ fn parse_args() -> Result<Args, String> {
         "betting" => {}
         "sportsbook" | "trading" => {
             if a.out_dir.is_none() && a.kafka.is_none() {
-                return Err(format!("{} writes several streams: give --out-dir DIR or --kafka BROKERS", a.kind));
+                return Err(format!(
+                    "{} writes several streams: give --out-dir DIR or --kafka BROKERS",
+                    a.kind
+                ));
             }
         }
-        other => return Err(format!("unknown stream kind `{other}` (known: betting, sportsbook, trading)")),
+        other => {
+            return Err(format!(
+                "unknown stream kind `{other}` (known: betting, sportsbook, trading)"
+            ))
+        }
     }
     Ok(a)
 }
@@ -98,12 +105,16 @@ fn workload(args: &Args) -> Result<(), String> {
         let mut files = Vec::new();
         for s in w.streams() {
             let path = std::path::Path::new(dir).join(format!("{s}.jsonl"));
-            let f = std::fs::File::create(&path).map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+            let f = std::fs::File::create(&path)
+                .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
             files.push((*s, std::io::BufWriter::with_capacity(1 << 20, f)));
         }
         for _ in 0..args.events {
             let e = w.next_event();
-            let (_, f) = files.iter_mut().find(|(s, _)| *s == e.stream).ok_or("stream without a file")?;
+            let (_, f) = files
+                .iter_mut()
+                .find(|(s, _)| *s == e.stream)
+                .ok_or("stream without a file")?;
             writeln!(f, "{}", e.json).map_err(|e| e.to_string())?;
         }
         for (_, mut f) in files {
@@ -141,7 +152,8 @@ fn workload(args: &Args) -> Result<(), String> {
         }
         p.poll(std::time::Duration::ZERO);
     }
-    p.flush(std::time::Duration::from_secs(30)).map_err(|e| format!("cannot flush to {brokers}: {e}"))
+    p.flush(std::time::Duration::from_secs(30))
+        .map_err(|e| format!("cannot flush to {brokers}: {e}"))
 }
 
 fn main() {

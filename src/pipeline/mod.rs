@@ -700,7 +700,13 @@ fn run_shard(
                 } else {
                     engine.process_routed(&mut ev, patterns, &mut out);
                 }
-                let _ = latency.record(now_ns().saturating_sub(t0).max(1));
+                let done = now_ns();
+                let _ = latency.record(done.saturating_sub(t0).max(1));
+                if done.saturating_sub(published) >= PUBLISH_PERCENTILES_NS {
+                    published = done;
+                    publish_shard(m, engine.counters(), out.records, out.backpressure_ns);
+                    m.match_latency.publish(&latency);
+                }
                 // Back to the source for reuse; when its return ring is full, freed here.
                 let _ = back.try_push(ev);
             }

@@ -1148,7 +1148,9 @@ fn write_table(
         offset: align(rows_s.offset + rows_s.len),
         len: enc.heap.len() as u64,
     };
-    let file_len = heap_s.offset + heap_s.len;
+    // At least one zero byte after the heap, so that a reader can look at the byte following
+    // any string without a bounds check failing; then up to a multiple of 8.
+    let file_len = (heap_s.offset + heap_s.len + 1).next_multiple_of(8);
     let mut header = Header {
         version: VERSION,
         flags: 0,
@@ -1187,6 +1189,7 @@ fn write_table(
     w.put(&enc.rows).map_err(io)?;
     w.pad_to(heap_s.offset).map_err(io)?;
     w.put(&enc.heap).map_err(io)?;
+    w.pad_to(file_len).map_err(io)?;
     debug_assert_eq!(w.at, file_len);
     // The header went into the hash with its checksum field zero, as the format defines.
     header.checksum = w.hash.digest();

@@ -37,25 +37,59 @@ impl Sportsbook {
         if self.rng.chance(0.5) {
             // Bonus abuse: deposit, three or four safe bets, withdraw nearly all.
             let amount = 100 + self.rng.below(400);
-            self.script.push_back((t, "payments", user, format!(r#""kind":"deposit","amount":{amount},"method":"card""#)));
+            self.script.push_back((
+                t,
+                "payments",
+                user,
+                format!(r#""kind":"deposit","amount":{amount},"method":"card""#),
+            ));
             let bets = 3 + self.rng.below(2);
             let stake = amount / bets + 5;
             for _ in 0..bets {
                 t += 5_000 + self.rng.below(15_000);
-                self.script.push_back((t, "bets", user, format!(r#""product":"sports","odds":1.{:02},"stake":{stake}"#, 5 + self.rng.below(25))));
+                self.script.push_back((
+                    t,
+                    "bets",
+                    user,
+                    format!(
+                        r#""product":"sports","odds":1.{:02},"stake":{stake}"#,
+                        5 + self.rng.below(25)
+                    ),
+                ));
             }
             t += 20_000 + self.rng.below(40_000);
-            self.script.push_back((t, "payments", user, format!(r#""kind":"withdrawal","amount":{},"method":"card""#, amount * 95 / 100)));
+            self.script.push_back((
+                t,
+                "payments",
+                user,
+                format!(
+                    r#""kind":"withdrawal","amount":{},"method":"card""#,
+                    amount * 95 / 100
+                ),
+            ));
         } else {
             // A run of rising stakes.
             let mut stake = 5 + self.rng.below(20);
             for _ in 0..4 + self.rng.below(3) {
                 t += 5_000 + self.rng.below(30_000);
-                self.script.push_back((t, "bets", user, format!(r#""product":"sports","odds":{:.2},"stake":{stake}"#, 1.5 + self.rng.below(300) as f64 / 100.0)));
+                self.script.push_back((
+                    t,
+                    "bets",
+                    user,
+                    format!(
+                        r#""product":"sports","odds":{:.2},"stake":{stake}"#,
+                        1.5 + self.rng.below(300) as f64 / 100.0
+                    ),
+                ));
                 stake += 5 + self.rng.below(50);
             }
             t += 30_000;
-            self.script.push_back((t, "bets", user, format!(r#""product":"sports","odds":2.00,"stake":{}"#, stake / 3)));
+            self.script.push_back((
+                t,
+                "bets",
+                user,
+                format!(r#""product":"sports","odds":2.00,"stake":{}"#, stake / 3),
+            ));
         }
         let mut v: Vec<_> = self.script.drain(..).collect();
         v.sort_by_key(|e| e.0);
@@ -93,18 +127,40 @@ impl Workload for Sportsbook {
         if r < 12 {
             let amount = 10 + self.rng.below(490);
             let method = ["card", "bank", "wallet"][self.rng.below(3) as usize];
-            event("payments", user, ts, &format!(r#""kind":"deposit","amount":{amount},"method":"{method}""#))
+            event(
+                "payments",
+                user,
+                ts,
+                &format!(r#""kind":"deposit","amount":{amount},"method":"{method}""#),
+            )
         } else if r < 20 {
             let amount = 10 + self.rng.below(490);
-            event("payments", user, ts, &format!(r#""kind":"withdrawal","amount":{amount},"method":"card""#))
+            event(
+                "payments",
+                user,
+                ts,
+                &format!(r#""kind":"withdrawal","amount":{amount},"method":"card""#),
+            )
         } else if r < 85 {
             let odds = 1.01 + self.rng.below(900) as f64 / 100.0;
             let stake = 1 + self.rng.below(100);
             let market = self.rng.below(500);
-            event("bets", user, ts, &format!(r#""product":"sports","odds":{odds:.2},"stake":{stake},"market":"m{market}""#))
+            event(
+                "bets",
+                user,
+                ts,
+                &format!(
+                    r#""product":"sports","odds":{odds:.2},"stake":{stake},"market":"m{market}""#
+                ),
+            )
         } else {
             let stake = 1 + self.rng.below(50);
-            event("bets", user, ts, &format!(r#""product":"casino","stake":{stake}"#))
+            event(
+                "bets",
+                user,
+                ts,
+                &format!(r#""product":"casino","stake":{stake}"#),
+            )
         }
     }
 }

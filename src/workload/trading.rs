@@ -32,7 +32,16 @@ impl Trading {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn order(&self, ts: u64, trader: u64, action: &str, id: u64, side: &str, qty: u64, price: f64) -> GenEvent {
+    fn order(
+        &self,
+        ts: u64,
+        trader: u64,
+        action: &str,
+        id: u64,
+        side: &str,
+        qty: u64,
+        price: f64,
+    ) -> GenEvent {
         let key = format!("t{trader:05}");
         GenEvent {
             stream: "orders",
@@ -47,16 +56,26 @@ impl Trading {
     fn spoof(&mut self, trader: u64) {
         let mut t = self.ts;
         let price = 100.0 + self.rng.below(100) as f64;
-        let (spoof_side, real_side) = if self.rng.chance(0.5) { ("buy", "sell") } else { ("sell", "buy") };
+        let (spoof_side, real_side) = if self.rng.chance(0.5) {
+            ("buy", "sell")
+        } else {
+            ("sell", "buy")
+        };
         let mut events = Vec::new();
         for _ in 0..3 + self.rng.below(2) {
             let id = self.next_order;
             self.next_order += 1;
             let qty = 1000 + self.rng.below(9000);
             t += 200 + self.rng.below(1000);
-            events.push((t, self.order(t, trader, "place", id, spoof_side, qty, price)));
+            events.push((
+                t,
+                self.order(t, trader, "place", id, spoof_side, qty, price),
+            ));
             t += 500 + self.rng.below(3000);
-            events.push((t, self.order(t, trader, "cancel", id, spoof_side, qty, price)));
+            events.push((
+                t,
+                self.order(t, trader, "cancel", id, spoof_side, qty, price),
+            ));
         }
         t += 300;
         let id = self.next_order;
@@ -80,7 +99,11 @@ impl Workload for Trading {
         if self.script.front().is_some_and(|e| e.0 <= self.ts) {
             let (_, mut e) = self.script.pop_front().expect("checked");
             if e.ts_ms < self.ts {
-                e.json = e.json.replacen(&format!("\"ts\":{}", e.ts_ms), &format!("\"ts\":{}", self.ts), 1);
+                e.json = e.json.replacen(
+                    &format!("\"ts\":{}", e.ts_ms),
+                    &format!("\"ts\":{}", self.ts),
+                    1,
+                );
                 e.ts_ms = self.ts;
             }
             return e;
@@ -89,7 +112,11 @@ impl Workload for Trading {
         if self.rng.chance(0.3) {
             let i = self.rng.below(self.symbols.len() as u64) as usize;
             // A random walk with rare sharp moves.
-            let step = if self.rng.chance(0.002) { -0.04 } else { (self.rng.unit() - 0.5) * 0.004 };
+            let step = if self.rng.chance(0.002) {
+                -0.04
+            } else {
+                (self.rng.unit() - 0.5) * 0.004
+            };
             let (sym, p) = &mut self.symbols[i];
             *p = (*p * (1.0 + step)).max(1.0);
             let (sym, p) = (sym.clone(), *p);
