@@ -49,6 +49,8 @@ pub enum DaemonError {
     Pipeline(#[from] crate::pipeline::StartError),
     #[error("cannot serve the admin address: {0}")]
     Admin(std::io::Error),
+    #[error("{0}")]
+    Table(String),
     #[error("a record could not be delivered or a transaction failed; the input will be read again from the last checkpoint on restart")]
     Delivery,
 }
@@ -73,6 +75,8 @@ pub struct Prepared {
     pub program: Arc<Program>,
     /// A hash of the pattern files: snapshots of other patterns are not restored.
     pub fingerprint: u64,
+    /// The lookup tables, open.
+    pub tables: Vec<(String, crate::table::SharedTable)>,
 }
 
 /// Loads and checks the patterns against the configuration: every stream a pattern reads is
@@ -80,8 +84,32 @@ pub struct Prepared {
 pub fn prepare(config: Config) -> Result<Prepared, DaemonError> {
     let paths = config.pattern_paths()?;
     let unit = config.time_unit()?;
-    let program =
-        load(&paths, &CompileOptions { unit }).map_err(|e| DaemonError::Patterns(e.to_string()))?;
+    let mut tables = Vec::new();
+    let mut decls = Vec::new();
+    for t in &config.tables {
+        let path = config.resolve(t.path.get_ref());
+        let shared = crate::table::SharedTable::open(&path, crate::table::OpenOptions::default())
+            .map_err(|e| {
+            DaemonError::Table(
+                config
+                    .error_at(t.path.span(), format!("table `{}`: {e}", t.name.get_ref()))
+                    .to_string(),
+            )
+        })?;
+        decls.push(crate::compile::TableDecl {
+            name: t.name.get_ref().clone(),
+            schema: shared.load().schema().clone(),
+        });
+        tables.push((t.name.get_ref().clone(), shared));
+    }
+    let program = load(
+        &paths,
+        &CompileOptions {
+            unit,
+            tables: decls,
+        },
+    )
+    .map_err(|e| DaemonError::Patterns(e.to_string()))?;
     for s in &program.streams {
         if !config.streams.iter().any(|c| c.name.get_ref() == s) {
             return Err(DaemonError::Patterns(format!(
@@ -111,6 +139,7 @@ pub fn prepare(config: Config) -> Result<Prepared, DaemonError> {
         config,
         program: Arc::new(program),
         fingerprint: h.digest(),
+        tables,
     })
 }
 
@@ -187,7 +216,27 @@ pub fn run(
         config,
         program,
         fingerprint,
+        tables,
     } = prepared;
+    // Each table file is watched: replacing it swaps the table between two events.
+    let _watchers: Vec<crate::table::TableWatcher> = tables
+        .iter()
+        .filter_map(|(name, t)| {
+            let name = name.clone();
+            let on_event: crate::table::SwapCallback =
+                Arc::new(move |e: crate::table::SwapEvent<'_>| {
+                    tracing::info!(table = name, event = ?e, "lookup table");
+                });
+            crate::table::TableWatcher::spawn(
+                t.clone(),
+                crate::table::WatchOptions {
+                    interval: Duration::from_millis(500),
+                    on_event: Some(on_event),
+                },
+            )
+            .ok()
+        })
+        .collect();
     let layout = config.layout()?;
     let shards = layout.shards;
     let eos = config.delivery.guarantee == Guarantee::ExactlyOnce;
@@ -254,6 +303,7 @@ pub fn run(
     let sink = KafkaSink::new(out_producer.clone(), sink_topics, shards, txn);
     let opts = EngineOptions {
         max_runs_per_key: config.engine.max_runs_per_key,
+        tables,
     };
     let mut pipeline =
         Pipeline::start_with_metrics(program.clone(), layout.clone(), opts, sink, metrics.clone())?;

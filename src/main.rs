@@ -34,6 +34,9 @@ enum Cmd {
         /// Print only errors.
         #[arg(long, short)]
         quiet: bool,
+        /// A lookup table the patterns may read: `NAME=FILE` (built by `kairos table build`).
+        #[arg(long = "table", short = 't')]
+        tables: Vec<String>,
     },
     /// Run patterns over recorded JSON-lines files (a backtest) and print the matches.
     Replay {
@@ -65,6 +68,15 @@ enum Cmd {
         /// Do not print the summary line.
         #[arg(long, short)]
         quiet: bool,
+        /// A lookup table the patterns may read: `NAME=FILE` (built by `kairos table build`).
+        /// Replacing the file while the replay runs swaps the table between two events.
+        #[arg(long = "table", short = 't')]
+        tables: Vec<String>,
+    },
+    /// Lookup tables: build one from CSV or JSON lines.
+    Table {
+        #[command(subcommand)]
+        cmd: TableCmd,
     },
     /// The whole pipeline on this machine with nothing installed: an in-process Kafka cluster,
     /// a synthetic sportsbook, the example patterns, live figures.
@@ -98,6 +110,52 @@ enum Cmd {
     },
 }
 
+#[derive(Subcommand)]
+enum TableCmd {
+    /// Build a table file from CSV (with a header row) or JSON lines.
+    Build {
+        /// The CSV (.csv) or JSON-lines (.jsonl, .json, .ndjson) file.
+        #[arg(long, short)]
+        input: PathBuf,
+        /// The key column.
+        #[arg(long, short)]
+        key: String,
+        /// The table file to write (replaced atomically).
+        #[arg(long, short)]
+        output: PathBuf,
+        /// Column types, `name:type,...` (int, float, string, bool); others are inferred.
+        #[arg(long)]
+        schema: Option<String>,
+    },
+}
+
+/// Opens the `NAME=FILE` tables of the command line, watched for replacement.
+fn open_tables(
+    specs: &[String],
+) -> Result<(
+    Vec<kairos::compile::TableDecl>,
+    Vec<(String, kairos::table::SharedTable)>,
+)> {
+    let mut decls = Vec::new();
+    let mut tables = Vec::new();
+    for spec in specs {
+        let Some((name, file)) = spec.split_once('=') else {
+            bail!("--table takes NAME=FILE, not `{spec}`");
+        };
+        if tables.iter().any(|(n, _)| n == name) {
+            bail!("--table: `{name}` is given twice");
+        }
+        let shared = kairos::table::SharedTable::open(file, kairos::table::OpenOptions::default())
+            .with_context(|| format!("table `{name}`"))?;
+        decls.push(kairos::compile::TableDecl {
+            name: name.to_string(),
+            schema: shared.load().schema().clone(),
+        });
+        tables.push((name.to_string(), shared));
+    }
+    Ok((decls, tables))
+}
+
 fn main() {
     let cli = Cli::parse();
     let code = match run(cli) {
@@ -114,7 +172,10 @@ fn compile_opts(unit: &str) -> Result<CompileOptions> {
     let Some(unit) = TimeUnit::parse(unit) else {
         bail!("--time-unit must be ms, us or ns, not `{unit}`");
     };
-    Ok(CompileOptions { unit })
+    Ok(CompileOptions {
+        unit,
+        tables: Vec::new(),
+    })
 }
 
 /// Loads patterns; compile errors are printed and give exit code 1.
@@ -235,8 +296,39 @@ fn run(cli: Cli) -> Result<i32> {
             check,
             json_logs,
         } => run_daemon(config, check, json_logs),
-        Cmd::Check { paths, quiet } => {
-            let Some(prog) = load_or_report(&paths, &CompileOptions::default())? else {
+        Cmd::Table {
+            cmd:
+                TableCmd::Build {
+                    input,
+                    key,
+                    output,
+                    schema,
+                },
+        } => {
+            let mut opts = kairos::table::BuildOptions::new(&input, &key, &output);
+            opts.schema = schema;
+            let stats = kairos::table::build(&opts)?;
+            eprintln!(
+                "{}: {} rows, {} columns, {} bytes in {:.3}s",
+                output.display(),
+                stats.rows,
+                stats.columns,
+                stats.bytes,
+                stats.elapsed.as_secs_f64()
+            );
+            Ok(0)
+        }
+        Cmd::Check {
+            paths,
+            quiet,
+            tables,
+        } => {
+            let (decls, _) = open_tables(&tables)?;
+            let opts = CompileOptions {
+                tables: decls,
+                ..CompileOptions::default()
+            };
+            let Some(prog) = load_or_report(&paths, &opts)? else {
                 return Ok(1);
             };
             if !quiet {
@@ -259,8 +351,17 @@ fn run(cli: Cli) -> Result<i32> {
             ring_capacity,
             wait,
             quiet,
+            tables,
         } => {
-            let opts = compile_opts(&time_unit)?;
+            let mut opts = compile_opts(&time_unit)?;
+            let (decls, tables) = open_tables(&tables)?;
+            opts.tables = decls;
+            let _watchers: Vec<kairos::table::TableWatcher> = tables
+                .iter()
+                .filter_map(|(_, t)| {
+                    kairos::table::TableWatcher::spawn(t.clone(), Default::default()).ok()
+                })
+                .collect();
             let Some(prog) = load_or_report(&patterns, &opts)? else {
                 return Ok(1);
             };
@@ -297,7 +398,10 @@ fn run(cli: Cli) -> Result<i32> {
                 let (summary, pr) = replay_sharded(
                     Arc::new(prog),
                     &inputs,
-                    EngineOptions { max_runs_per_key },
+                    EngineOptions {
+                        max_runs_per_key,
+                        tables: tables.clone(),
+                    },
                     layout,
                     out,
                     &mut report,
@@ -323,7 +427,10 @@ fn run(cli: Cli) -> Result<i32> {
             let summary = replay(
                 Arc::new(prog),
                 &inputs,
-                EngineOptions { max_runs_per_key },
+                EngineOptions {
+                    max_runs_per_key,
+                    tables,
+                },
                 &mut out,
                 &mut report,
             )?;

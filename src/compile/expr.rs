@@ -159,6 +159,17 @@ pub enum CExpr {
     Or(Box<CExpr>, Box<CExpr>),
     In(Box<CExpr>, Box<CExpr>),
     Coalesce(Box<CExpr>, Box<CExpr>),
+    /// `lookup(TABLE, key).column`: table and column resolved to indexes at compile time.
+    LookupField {
+        table: u16,
+        key: Box<CExpr>,
+        col: u32,
+    },
+    /// `key in TABLE`.
+    InTable {
+        table: u16,
+        key: Box<CExpr>,
+    },
     List(Vec<CExpr>),
     Call(Func, Vec<CExpr>),
 }
@@ -172,6 +183,8 @@ pub struct EvalCtx<'a> {
     /// The last node of the partial match under test (or of the match being emitted).
     pub node: Option<&'a PathNode>,
     pub aggs: &'a [AggSpec],
+    /// The lookup tables, by the index lookups use: the versions this event reads.
+    pub tables: &'a [Option<std::sync::Arc<crate::table::Table>>],
 }
 
 static NULL: Value = Value::Null;
@@ -190,6 +203,8 @@ impl CExpr {
             | CExpr::Or(a, b)
             | CExpr::In(a, b)
             | CExpr::Coalesce(a, b) => a.is_event_local() && b.is_event_local(),
+            // A table changes only between events.
+            CExpr::LookupField { key, .. } | CExpr::InTable { key, .. } => key.is_event_local(),
             CExpr::List(xs) | CExpr::Call(_, xs) => xs.iter().all(CExpr::is_event_local),
         }
     }
@@ -297,6 +312,23 @@ impl CExpr {
                 items.iter().map(|e| e.eval(cx).into_owned()).collect(),
             )),
             CExpr::Call(f, args) => Cow::Owned(call(*f, args, cx)),
+            // A missing table (none given at run time), a missing row or a null cell: null.
+            CExpr::LookupField { table, key, col } => {
+                let Some(t) = cx.tables.get(*table as usize).and_then(Option::as_deref) else {
+                    return Cow::Borrowed(&NULL);
+                };
+                let k = key.eval(cx);
+                let value = t
+                    .column_at(*col as usize)
+                    .and_then(|c| t.get(&k).map(|row| row.value(c)));
+                Cow::Owned(value.unwrap_or(Value::Null))
+            }
+            CExpr::InTable { table, key } => {
+                let Some(t) = cx.tables.get(*table as usize).and_then(Option::as_deref) else {
+                    return Cow::Owned(Value::Bool(false));
+                };
+                Cow::Owned(Value::Bool(t.get(&key.eval(cx)).is_some()))
+            }
         }
     }
 }
@@ -311,6 +343,7 @@ fn agg_value(cx: &EvalCtx<'_>, idx: u32, with_current: bool) -> Value {
     if with_current {
         if let Some(ev) = cx.ev {
             let cur = EvalCtx {
+                tables: cx.tables,
                 ev: Some(ev),
                 ts: cx.ts,
                 key: cx.key,

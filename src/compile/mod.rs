@@ -88,6 +88,16 @@ pub struct Program {
     /// The time field of each stream (a slot), where its patterns name one.
     pub time_slots: Vec<Option<usize>>,
     pub unit: TimeUnit,
+    /// The lookup tables patterns may read, by the index lookups use.
+    #[serde(default)]
+    pub tables: Vec<String>,
+}
+
+/// A lookup table the patterns may read: its name and the schema its file has.
+#[derive(Clone, Debug)]
+pub struct TableDecl {
+    pub name: String,
+    pub schema: crate::table::Schema,
 }
 
 /// Options of compilation.
@@ -95,6 +105,9 @@ pub struct Program {
 pub struct CompileOptions {
     /// The unit of numeric time fields, and of `ts` values in expressions and records.
     pub unit: TimeUnit,
+    /// The lookup tables that exist: a lookup into any other is a compile error, and columns
+    /// are resolved against these schemas once, here.
+    pub tables: Vec<TableDecl>,
 }
 
 /// A pattern source: a file name (for diagnostics) and its text.
@@ -120,6 +133,7 @@ pub fn compile(sources: &[Source<'_>], opts: &CompileOptions) -> Result<Program,
         fields: Vec::new(),
         time_slots: Vec::new(),
         unit: opts.unit,
+        tables: opts.tables.iter().map(|t| t.name.clone()).collect(),
     };
     let mut time_owner: Vec<Option<(String, Vec<String>)>> = Vec::new();
     let mut seen_names: FxHashMap<String, ()> = FxHashMap::default();
@@ -127,7 +141,7 @@ pub fn compile(sources: &[Source<'_>], opts: &CompileOptions) -> Result<Program,
         let (decls, mut parse_errors) = lang::parse_partial(src.file, src.text);
         diags.append(&mut parse_errors);
         for decl in &decls {
-            let mut cx = PatternCx::new(src, &mut prog, opts.unit);
+            let mut cx = PatternCx::new(src, &mut prog, opts.unit, &opts.tables);
             let compiled = cx.pattern(decl);
             let mut errs = std::mem::take(&mut cx.diags);
             if seen_names.insert(decl.name.name.clone(), ()).is_some() {
@@ -265,6 +279,7 @@ struct Scope {
 
 struct PatternCx<'a, 'p> {
     src: &'a Source<'a>,
+    tables: &'a [TableDecl],
     prog: &'p mut Program,
     unit: TimeUnit,
     diags: Vec<Diagnostic>,
@@ -276,9 +291,15 @@ struct PatternCx<'a, 'p> {
 }
 
 impl<'a, 'p> PatternCx<'a, 'p> {
-    fn new(src: &'a Source<'a>, prog: &'p mut Program, unit: TimeUnit) -> Self {
+    fn new(
+        src: &'a Source<'a>,
+        prog: &'p mut Program,
+        unit: TimeUnit,
+        tables: &'a [TableDecl],
+    ) -> Self {
         PatternCx {
             src,
+            tables,
             prog,
             unit,
             diags: Vec::new(),
@@ -288,6 +309,95 @@ impl<'a, 'p> PatternCx<'a, 'p> {
             aggs: Vec::new(),
             captures: Vec::new(),
         }
+    }
+
+    /// The index of a configured table, or an error at `span` naming the tables there are.
+    fn table(&mut self, name: &str, span: Span) -> Option<u16> {
+        if let Some(i) = self.tables.iter().position(|t| t.name == name) {
+            return Some(i as u16);
+        }
+        if self.tables.is_empty() {
+            self.error_hint(span, format!("unknown table `{name}`: no lookup tables are configured"), "tables are declared in the configuration (or `kairos replay --table NAME=FILE`); to test a list-valued field use `contains(field, x)`");
+        } else {
+            let known: Vec<&str> = self.tables.iter().map(|t| t.name.as_str()).collect();
+            self.error_hint(
+                span,
+                format!("unknown table `{name}`"),
+                format!("the configured tables are: {}", known.join(", ")),
+            );
+        }
+        None
+    }
+
+    /// `lookup(TABLE, KEY).COLUMN`, resolved to the column's index.
+    fn lookup_field(
+        &mut self,
+        args: &[ast::Expr],
+        rest: &[String],
+        span: Span,
+        sc: Scope,
+    ) -> (CExpr, Ty) {
+        let bad = (CExpr::Const(Default::default()), Ty::Any);
+        let [t, k] = args else {
+            self.error_hint(
+                span,
+                "`lookup` takes a table name and a key",
+                "write `lookup(customers, key).tier`",
+            );
+            return bad;
+        };
+        let ExprKind::Name(tname) = &t.kind else {
+            self.error_hint(
+                t.span,
+                "the first argument of `lookup` is a table name",
+                "write `lookup(customers, key).tier`",
+            );
+            return bad;
+        };
+        let Some(ti) = self.table(tname, t.span) else {
+            return bad;
+        };
+        if sc.key {
+            self.error(
+                span,
+                "lookups cannot be used in `key`: the key routes events before tables are read",
+            );
+            return bad;
+        }
+        let (key, _) = self.expr(k, sc);
+        let decl = &self.tables[ti as usize];
+        let [col] = rest else {
+            self.error_hint(
+                span,
+                format!("table `{tname}` has flat columns"),
+                "read one column: `lookup(customers, key).tier`",
+            );
+            return bad;
+        };
+        let Some(ci) = decl.schema.index_of(col) else {
+            let cols: Vec<&str> = decl
+                .schema
+                .columns()
+                .iter()
+                .map(|c| c.name.as_str())
+                .collect();
+            let msg = format!("table `{tname}` has no column `{col}`");
+            self.error_hint(span, msg, format!("its columns are: {}", cols.join(", ")));
+            return bad;
+        };
+        let ty = match decl.schema.columns()[ci].ty {
+            crate::table::ColumnType::Int | crate::table::ColumnType::Float => Ty::Num,
+            crate::table::ColumnType::Str => Ty::Str,
+            crate::table::ColumnType::Bool => Ty::Bool,
+        };
+        (
+            CExpr::LookupField {
+                table: ti,
+                key: Box::new(key),
+                col: ci as u32,
+            },
+            ty,
+        )
     }
 
     fn error(&mut self, span: Span, msg: impl Into<String>) {
@@ -980,10 +1090,7 @@ impl<'a, 'p> PatternCx<'a, 'p> {
                             }
                         };
                     }
-                    "lookup" => {
-                        let (c, _) = self.call(fname, args, b.span, sc);
-                        return (c, Ty::Any);
-                    }
+                    "lookup" => return self.lookup_field(args, &rest, e.span, sc),
                     _ => {}
                 }
             }
@@ -1102,8 +1209,17 @@ impl<'a, 'p> PatternCx<'a, 'p> {
         if op == BinOp::In {
             if let ExprKind::Name(t) = &b.kind {
                 if self.name_id(t).is_none() && t != "key" && t != "ts" {
-                    self.error_hint(b.span, format!("unknown table `{t}`: no lookup tables are configured"), "tables are declared in the configuration; to test a list-valued field use `contains(field, x)`");
-                    return (CExpr::Const(Default::default()), Ty::Bool);
+                    let Some(ti) = self.table(t, b.span) else {
+                        return (CExpr::Const(Default::default()), Ty::Bool);
+                    };
+                    let (key, _) = self.expr(a, sc);
+                    return (
+                        CExpr::InTable {
+                            table: ti,
+                            key: Box::new(key),
+                        },
+                        Ty::Bool,
+                    );
                 }
             }
         }
@@ -1400,19 +1516,23 @@ impl<'a, 'p> PatternCx<'a, 'p> {
             }
             "lookup" => {
                 let table = args.first().and_then(|a| match &a.kind {
-                    ExprKind::Name(n) => Some(n.clone()),
+                    ExprKind::Name(n) => Some((n.clone(), a.span)),
                     _ => None,
                 });
                 match table {
-                    Some(t) => self.error_hint(
-                        args[0].span,
-                        format!("unknown table `{t}`: no lookup tables are configured"),
-                        "tables are declared in the configuration",
-                    ),
+                    Some((t, tspan)) => {
+                        if self.table(&t, tspan).is_some() {
+                            self.error_hint(
+                                span,
+                                format!("`lookup({t}, ..)` is a row, not a value"),
+                                format!("read a column, `lookup({t}, key).COLUMN`, or test membership, `key in {t}`"),
+                            );
+                        }
+                    }
                     None => self.error_hint(
                         span,
                         "`lookup` takes a table name and a key",
-                        "write `lookup(customers, key)`",
+                        "write `lookup(customers, key).tier`",
                     ),
                 }
                 bad

@@ -48,12 +48,16 @@ use std::sync::Arc;
 pub struct EngineOptions {
     /// The most partial matches one key may hold; beyond it the oldest are evicted (and counted).
     pub max_runs_per_key: usize,
+    /// The lookup tables, by name; each engine reads the version current when an event starts.
+    #[serde(skip)]
+    pub tables: Vec<(String, crate::table::SharedTable)>,
 }
 
 impl Default for EngineOptions {
     fn default() -> Self {
         EngineOptions {
             max_runs_per_key: 1024,
+            tables: Vec::new(),
         }
     }
 }
@@ -178,6 +182,9 @@ struct Scratch {
     matches: Vec<Run>,
     cond_cache: Vec<u8>,
     values: Vec<Value>,
+    /// The lookup tables this event reads, by the program's table index (see
+    /// [`Engine::refresh_tables`]).
+    tables: Vec<Option<Arc<crate::table::Table>>>,
     /// A key state for keys seen for the first time: inserted into the map only if the event
     /// leaves a partial match open, so that events which start nothing cost no insert.
     fresh: KeyState,
@@ -230,6 +237,8 @@ pub struct Engine {
     stats: EngineStats,
     /// `(index, count)`: this engine owns only the keys that [`shard_of`] gives to `index`.
     shard: Option<(usize, usize)>,
+    /// By the program's table index: where the current version of each table is read from.
+    readers: Vec<Option<crate::table::TableReader>>,
 }
 
 /// The shard, out of `count`, that owns a partition key. The parse stage routes by it and each
@@ -248,6 +257,7 @@ pub fn key_of(p: &CompiledPattern, prog: &Program, ev: &Event) -> Value {
         Some(k) => {
             let now = if p.event_time { ev.ts } else { ev.arrival };
             let cx = EvalCtx {
+                tables: &[],
                 ev: Some(ev),
                 ts: prog.unit.from_nanos(now),
                 key: &Value::Null,
@@ -266,16 +276,48 @@ impl Engine {
             .iter()
             .map(|_| PatternState::default())
             .collect();
-        Engine {
+        // A table the program names but the options lack reads as empty: lookups give null.
+        let readers = prog
+            .tables
+            .iter()
+            .map(|name| {
+                opts.tables
+                    .iter()
+                    .find(|(n, _)| n == name)
+                    .map(|(_, t)| t.reader())
+            })
+            .collect();
+        let mut e = Engine {
             prog,
             opts,
             state: EngineState {
                 position: 0,
                 patterns,
             },
+            readers,
             scratch: Scratch::default(),
             stats: EngineStats::default(),
             shard: None,
+        };
+        e.refresh_tables();
+        e
+    }
+
+    /// Takes the newest version of each table: called between events, so that one event never
+    /// reads two versions of a table. One atomic load per table when nothing changed.
+    #[inline]
+    fn refresh_tables(&mut self) {
+        if self.readers.is_empty() {
+            return;
+        }
+        self.scratch.tables.resize(self.readers.len(), None);
+        for (r, t) in self.readers.iter_mut().zip(self.scratch.tables.iter_mut()) {
+            if let Some(r) = r {
+                r.current();
+                if !t.as_ref().is_some_and(|t| Arc::ptr_eq(r.held(), t)) {
+                    *t = Some(r.held().clone());
+                }
+            }
         }
     }
 
@@ -346,6 +388,7 @@ impl Engine {
 
     // HOT PATH
     fn process_inner(&mut self, ev: &mut Event, routed: Option<u64>, out: &mut dyn Output) {
+        self.refresh_tables();
         // An event built by hand with too few slots reads null where fields are missing.
         if ev.slots.len() < self.prog.fields.len() {
             ev.slots.resize(self.prog.fields.len(), Value::Null);
@@ -439,6 +482,7 @@ impl Engine {
     /// Advances time without an event, each pattern by its own clock: event time for patterns
     /// with a `time` clause, arrival time for the others.
     pub fn advance_clocks(&mut self, event_time: i64, arrival: i64, out: &mut dyn Output) {
+        self.refresh_tables();
         let prog = &*self.prog;
         for (pi, p) in prog.patterns.iter().enumerate() {
             let now = if p.event_time { event_time } else { arrival };
@@ -678,6 +722,7 @@ fn process_key(
         let is_start = ri == nruns;
         let run: &Run = if is_start { &start } else { &ks.runs[ri] };
         let cx = EvalCtx {
+            tables: &scratch.tables,
             ev: Some(ev),
             ts: ts_unit,
             key,
@@ -769,6 +814,7 @@ fn process_key(
                     }
                     let name = bind.unwrap_or(0);
                     let cur = EvalCtx {
+                        tables: &scratch.tables,
                         ev: Some(ev),
                         ts: ts_unit,
                         key,
@@ -1050,6 +1096,7 @@ fn emit(
     out: &mut dyn Output,
 ) {
     let cx = EvalCtx {
+        tables: &scratch.tables,
         ev: None,
         ts,
         key,

@@ -170,9 +170,8 @@ pub fn build(opts: &BuildOptions) -> Result<BuildStats, TableError> {
     let format = match opts.format.or_else(|| InputFormat::from_path(path)) {
         Some(f) => f,
         None => {
-            return Err(TableError::Input {
+            return Err(TableError::InputFile {
                 path: path.to_path_buf(),
-                line: 0,
                 message: "cannot tell the format from the file name; use a .csv, .jsonl, \
                           .ndjson or .json extension or name the format"
                     .into(),
@@ -310,9 +309,8 @@ pub fn build(opts: &BuildOptions) -> Result<BuildStats, TableError> {
 }
 
 fn changed(path: &Path) -> TableError {
-    TableError::Input {
+    TableError::InputFile {
         path: path.to_path_buf(),
-        line: 0,
         message: "the file changed while the table was being built".into(),
     }
 }

@@ -115,6 +115,10 @@ pub enum TableError {
         message: String,
     },
 
+    /// The input as a whole cannot be read as a table (unknown format, changed while read).
+    #[error("{}: {message}", .path.display())]
+    InputFile { path: PathBuf, message: String },
+
     /// A `--schema` string is malformed or does not fit the input.
     #[error("schema `{spec}`: {message}")]
     Schema { spec: String, message: String },
