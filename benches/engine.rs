@@ -184,6 +184,7 @@ fn bench_window_length(c: &mut Criterion) {
                 }],
                 &CompileOptions {
                     unit: TimeUnit::Micros,
+                    ..CompileOptions::default()
                 },
             )
             .expect("bench pattern compiles"),

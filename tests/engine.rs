@@ -25,7 +25,10 @@ fn run_with(
             file: "t.cep",
             text,
         }],
-        &CompileOptions { unit },
+        &CompileOptions {
+            unit,
+            ..CompileOptions::default()
+        },
     )
     .unwrap_or_else(|e| panic!("{e}"));
     let mut specs = Vec::new();
@@ -44,6 +47,7 @@ fn run_with(
         &specs,
         EngineOptions {
             max_runs_per_key: max_runs,
+            ..EngineOptions::default()
         },
         &mut out,
         &mut |l: &str| reports.push(l.to_string()),

@@ -367,6 +367,7 @@ fn run_engine(text: &str, events: &[Event]) -> Vec<J> {
         }],
         EngineOptions {
             max_runs_per_key: usize::MAX,
+            ..EngineOptions::default()
         },
         &mut out,
         &mut |l: &str| reports.push(l.to_string()),

@@ -1233,3 +1233,14 @@ fn the_documented_example_is_byte_exact() {
         Some("ab")
     );
 }
+
+#[test]
+fn tables_and_handles_cross_threads() {
+    fn send_sync<T: Send + Sync>() {}
+    fn send<T: Send>() {}
+    send_sync::<Table>();
+    send_sync::<SharedTable>();
+    send::<kairos::table::TableReader>();
+    send::<TableWatcher>();
+    send_sync::<TableError>();
+}
