@@ -129,13 +129,14 @@ enum TableCmd {
     },
 }
 
-/// Opens the `NAME=FILE` tables of the command line, watched for replacement.
-fn open_tables(
-    specs: &[String],
-) -> Result<(
+/// The tables of the command line: their declarations for the compiler, and the tables.
+type Tables = (
     Vec<kairos::compile::TableDecl>,
     Vec<(String, kairos::table::SharedTable)>,
-)> {
+);
+
+/// Opens the `NAME=FILE` tables of the command line.
+fn open_tables(specs: &[String]) -> Result<Tables> {
     let mut decls = Vec::new();
     let mut tables = Vec::new();
     for spec in specs {

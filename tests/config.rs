@@ -120,7 +120,7 @@ fn patterns_must_fit_the_declared_streams_and_sinks() {
             format!("patterns = [\"*.cep\"]\n[kafka]\nbrokers = \"b\"\n{extra}"),
         )
         .unwrap();
-        Config::load(&cfg).and_then(|c| Ok(daemon::prepare(c)))
+        Config::load(&cfg).map(daemon::prepare)
     };
     let e = write("").unwrap().err().unwrap().to_string();
     assert!(

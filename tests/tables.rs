@@ -222,7 +222,7 @@ fn a_replaced_table_is_read_from_the_next_event_on() {
     let mut engine = Engine::new(prog.clone(), opts);
     let dec = JsonDecoder::new(&prog.fields, prog.time_slots[0], prog.unit);
     let mut records: Vec<OwnedRecord> = Vec::new();
-    let mut push = |engine: &mut Engine, line: &str, records: &mut Vec<OwnedRecord>| {
+    let push = |engine: &mut Engine, line: &str, records: &mut Vec<OwnedRecord>| {
         let mut ev = Event::with_slots(prog.fields.len());
         dec.decode(line.as_bytes(), 0, &mut ev).unwrap();
         engine.process(&mut ev, records);

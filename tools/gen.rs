@@ -131,9 +131,9 @@ fn workload(args: &Args) -> Result<(), String> {
         .map_err(|e| format!("cannot create a Kafka producer: {e}"))?;
     let start = std::time::Instant::now();
     for i in 0..args.events {
-        if args.rate > 0 {
+        if let Some(gap) = 1_000_000_000u64.checked_div(args.rate) {
             // Open loop: each event has its time on a fixed schedule, late or not.
-            let due = start + std::time::Duration::from_nanos(i * 1_000_000_000 / args.rate);
+            let due = start + std::time::Duration::from_nanos(i * gap);
             while std::time::Instant::now() < due {
                 p.poll(std::time::Duration::ZERO);
                 std::hint::spin_loop();

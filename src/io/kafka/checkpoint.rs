@@ -34,10 +34,13 @@ pub struct Checkpoints {
     cold: Mutex<Cold>,
 }
 
+/// How many shards passed a barrier, and their states (where snapshots are kept).
+type Passed = (usize, Vec<Option<Vec<u8>>>);
+
 #[derive(Debug, Default)]
 struct Cold {
-    /// By barrier: how many shards passed it, and their states.
-    passed: BTreeMap<u64, (usize, Vec<Option<Vec<u8>>>)>,
+    /// By barrier.
+    passed: BTreeMap<u64, Passed>,
 }
 
 impl Checkpoints {

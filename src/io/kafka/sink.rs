@@ -168,11 +168,13 @@ pub fn resend(producer: &KafkaProducer) {
     }
 }
 
+/// A barrier's id, the positions and the consumer's group metadata at the barrier.
+pub type TxnBarrier = (u64, Vec<Position>, Option<ConsumerGroupMetadata>);
+
 /// What the exactly-once sink needs from the source at each barrier.
 #[derive(Default)]
 pub struct TxnHandoff {
-    /// By barrier: the positions and the consumer's group metadata at the barrier.
-    pub pending: Mutex<Vec<(u64, Vec<Position>, Option<ConsumerGroupMetadata>)>>,
+    pub pending: Mutex<Vec<TxnBarrier>>,
 }
 
 /// Exactly-once: records of an epoch go in one transaction, committed with the epoch's input
