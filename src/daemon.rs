@@ -77,6 +77,8 @@ pub struct Prepared {
     pub fingerprint: u64,
     /// The lookup tables, open.
     pub tables: Vec<(String, crate::table::SharedTable)>,
+    /// The tables kept from compacted topics, to follow while running.
+    pub topic_tables: Vec<crate::io::kafka::table_topic::TopicTable>,
 }
 
 /// Loads and checks the patterns against the configuration: every stream a pattern reads is
@@ -86,8 +88,18 @@ pub fn prepare(config: Config) -> Result<Prepared, DaemonError> {
     let unit = config.time_unit()?;
     let mut tables = Vec::new();
     let mut decls = Vec::new();
+    let mut topic_tables = Vec::new();
     for t in &config.tables {
         let path = config.resolve(t.path.get_ref());
+        if let (Some(topic), Some(key)) = (&t.topic, &t.key) {
+            // Materialised before the patterns compile: they are checked against its columns.
+            let props = Config::properties(&config.kafka.consumer);
+            let cc = consumer_config(&config.kafka.brokers, "kairos-tables", &props);
+            let mut tt = crate::io::kafka::table_topic::TopicTable::new(&cc, topic, key, &path)?;
+            tt.catch_up(Duration::from_secs(60))
+                .map_err(|e| DaemonError::Table(e.to_string()))?;
+            topic_tables.push(tt);
+        }
         let shared = crate::table::SharedTable::open(&path, crate::table::OpenOptions::default())
             .map_err(|e| {
             DaemonError::Table(
@@ -140,6 +152,7 @@ pub fn prepare(config: Config) -> Result<Prepared, DaemonError> {
         program: Arc::new(program),
         fingerprint: h.digest(),
         tables,
+        topic_tables,
     })
 }
 
@@ -217,7 +230,16 @@ pub fn run(
         program,
         fingerprint,
         tables,
+        topic_tables,
     } = prepared;
+    let stop_tables = Arc::new(AtomicBool::new(false));
+    let followers: Vec<_> = topic_tables
+        .into_iter()
+        .filter_map(|t| {
+            t.follow(Duration::from_millis(500), stop_tables.clone())
+                .ok()
+        })
+        .collect();
     // Each table file is watched: replacing it swaps the table between two events.
     let _watchers: Vec<crate::table::TableWatcher> = tables
         .iter()
@@ -400,6 +422,10 @@ pub fn run(
     let report = pipeline.stop();
     let _ = out_producer.flush(Duration::from_secs(10));
     drop(admin);
+    stop_tables.store(true, Ordering::Release);
+    for f in followers {
+        let _ = f.join();
+    }
     result?;
     Ok(DaemonReport {
         revoked_runs: report.engine.dropped,

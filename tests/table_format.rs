@@ -92,6 +92,7 @@ fn exercise(t: &Table) {
         }
     }
     let _ = t.get(&Value::Float(1.0));
+    assert!(t.row(t.len()).is_none() && t.row(usize::MAX).is_none());
     let _ = t.verify();
 }
 

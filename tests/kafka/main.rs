@@ -592,3 +592,85 @@ fn unreachable_brokers_are_a_clear_error() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach the Kafka brokers"));
 }
+
+#[test]
+fn a_table_from_a_compacted_topic_follows_the_topic() {
+    let broker = Broker::start();
+    for (t, n) in [("bets", 1), ("customers", 2), ("alerts", 1), ("dead", 1)] {
+        broker.create_topic(t, n);
+    }
+    // Rows keyed by customer; the key fills the `id` column.
+    let rows = [
+        (
+            "u1",
+            r#"{"segment":"retail","max_stake":100.5,"vip":false}"#,
+        ),
+        ("u2", r#"{"segment":"vip","max_stake":5000.5,"vip":true}"#),
+    ];
+    let p = broker.producer();
+    for (k, v) in rows {
+        p.send(
+            rdkafka::producer::BaseRecord::to("customers")
+                .key(k)
+                .payload(v),
+        )
+        .unwrap();
+    }
+    rdkafka::producer::Producer::flush(&p, Duration::from_secs(10)).unwrap();
+    let pattern = std::fs::read_to_string("tests/tables/limit_breach/pattern.cep").unwrap();
+    let setup = Setup::new(&pattern);
+    let extra = "[[tables]]\nname = \"customers\"\npath = \"customers.tbl\"\ntopic = \"customers\"\nkey = \"id\"\n";
+    let d =
+        Running::start(&setup.config("k.toml", &broker.bootstrap(), &[("bets", "bets")], extra));
+    d.wait_assigned();
+    let bet = |user: &str, stake: u32, ts: u32| {
+        format!(r#"{{"user_id":"{user}","stake":{stake},"ts":{ts}}}"#)
+    };
+    broker.produce_lines("bets", &[bet("u1", 90, 1), bet("u1", 150, 2)], "user_id");
+    let first = broker.consume("alerts", 1, Duration::from_secs(30), false);
+    assert_eq!(first.len(), 1, "150 is over u1's limit of 100.5");
+    // u1's limit drops to 50.5 and u3 appears: the table follows its topic.
+    for (k, v) in [
+        ("u1", r#"{"segment":"retail","max_stake":50.5,"vip":false}"#),
+        ("u3", r#"{"segment":"new","max_stake":10.5,"vip":false}"#),
+    ] {
+        p.send(
+            rdkafka::producer::BaseRecord::to("customers")
+                .key(k)
+                .payload(v),
+        )
+        .unwrap();
+    }
+    rdkafka::producer::Producer::flush(&p, Duration::from_secs(10)).unwrap();
+    wait_for(
+        "the table rebuilt and swapped",
+        Duration::from_secs(30),
+        || {
+            broker.produce_lines("bets", &[bet("u3", 20, 3)], "user_id");
+            broker
+                .consume("alerts", 2, Duration::from_millis(500), false)
+                .len()
+                >= 2
+        },
+    );
+    broker.produce_lines("bets", &[bet("u1", 90, 4)], "user_id");
+    let all = broker.consume("alerts", usize::MAX, Duration::from_secs(3), false);
+    d.stop();
+    let users: Vec<String> = all
+        .iter()
+        .map(|m| {
+            serde_json::from_str::<serde_json::Value>(&m.payload).unwrap()["key"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert!(
+        users.iter().filter(|u| *u == "u1").count() >= 2,
+        "90 is over u1's new limit: {users:?}"
+    );
+    assert!(
+        users.contains(&"u3".to_string()),
+        "u3 came with the update: {users:?}"
+    );
+}

@@ -10,6 +10,7 @@
 pub mod checkpoint;
 pub mod sink;
 pub mod source;
+pub mod table_topic;
 
 use rdkafka::config::ClientConfig;
 use std::time::Duration;
