@@ -674,3 +674,33 @@ fn a_table_from_a_compacted_topic_follows_the_topic() {
         "u3 came with the update: {users:?}"
     );
 }
+
+#[test]
+fn revoked_partitions_drop_their_partial_matches() {
+    let broker = Broker::start();
+    for (t, n) in [("events", 4), ("alerts", 1), ("dead", 1)] {
+        broker.create_topic(t, n);
+    }
+    let setup = Setup::new(ARRIVAL_PATTERN);
+    let lines = generate(2000, 80, 16);
+    let a =
+        Running::start(&setup.config("a.toml", &broker.bootstrap(), &[("events", "events")], ""));
+    a.wait_assigned();
+    broker.produce_lines("events", &lines, "user_id");
+    wait_for(
+        "the first daemon took every event",
+        Duration::from_secs(60),
+        || a.metrics.events_in.load(Relaxed) >= lines.len() as u64,
+    );
+    // A second member joins: some of the first one's partitions move to it.
+    let b =
+        Running::start(&setup.config("b.toml", &broker.bootstrap(), &[("events", "events")], ""));
+    wait_for("the partitions shared", Duration::from_secs(60), || {
+        b.metrics.partitions.load(Relaxed) > 0 && a.metrics.partitions.load(Relaxed) < 4
+    });
+    let (ra, _) = (a.stop(), b.stop());
+    assert!(
+        ra.revoked_runs > 0,
+        "the partial matches of the moved partitions are dropped and counted"
+    );
+}
