@@ -704,3 +704,89 @@ fn revoked_partitions_drop_their_partial_matches() {
         "the partial matches of the moved partitions are dropped and counted"
     );
 }
+
+#[test]
+fn sigterm_drains_and_commits_before_exit() {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let broker = Broker::start();
+    for (t, n) in [("events", 2), ("alerts", 1), ("dead", 1)] {
+        broker.create_topic(t, n);
+    }
+    let setup = Setup::new(ARRIVAL_PATTERN);
+    let lines = generate(1000, 30, 17);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let cfg = setup.config(
+        "k.toml",
+        &broker.bootstrap(),
+        &[("events", "events")],
+        "[delivery]\ncheckpoint_interval = \"1h\"\n",
+    );
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("address = \"\"", &format!("address = \"127.0.0.1:{port}\""));
+    std::fs::write(&cfg, text).unwrap();
+    let log = setup.path("daemon.log");
+    let child = Child(
+        std::process::Command::new(env!("CARGO_BIN_EXE_kairos"))
+            .args(["run", "--config"])
+            .arg(&cfg)
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for("partitions", Duration::from_secs(60), || {
+        scrape(port, "kairos_assigned_partitions") == Some(2)
+    });
+    broker.produce_lines("events", &lines, "user_id");
+    wait_for("every event taken in", Duration::from_secs(60), || {
+        scrape(port, "kairos_events_in_total") == Some(lines.len() as u64)
+    });
+    // No checkpoint has run yet (the interval is an hour): only the drain can commit.
+    assert_eq!(scrape(port, "kairos_checkpoints_total"), Some(0));
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &child.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mut child = child;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let code = loop {
+        if let Some(s) = child.0.try_wait().unwrap() {
+            break s.code();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the daemon did not exit after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let logs = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(code, Some(0), "{logs}");
+    assert!(logs.contains("stopped after draining"), "{logs}");
+    let c: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", broker.bootstrap())
+        .set("group.id", "kairos-test")
+        .create()
+        .unwrap();
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    tpl.add_partition("events", 0);
+    tpl.add_partition("events", 1);
+    let committed = c.committed_offsets(tpl, Duration::from_secs(10)).unwrap();
+    let total: i64 = committed
+        .elements()
+        .iter()
+        .map(|e| match e.offset() {
+            rdkafka::Offset::Offset(o) => o,
+            _ => 0,
+        })
+        .sum();
+    assert_eq!(
+        total,
+        lines.len() as i64,
+        "the drain committed every event's offset"
+    );
+}
