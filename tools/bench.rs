@@ -14,6 +14,8 @@
 //!   callback): what a service that links Kairos gets.
 //! - `kafka`: the daemon between topics of a broker (librdkafka's in-process mock cluster unless
 //!   `--brokers` is given): produce → consume → match → produce → consume.
+//! - `kafka-eos`: `kafka` with exactly-once delivery (a transaction per 100 ms checkpoint), read
+//!   with `isolation.level=read_committed`: the latency that guarantee costs.
 //! - `baseline`: the same two hops with no Kairos: a bare librdkafka relay that consumes each
 //!   event and produces it again, on the same broker with the same client settings. Kairos's
 //!   cost through Kafka is the difference between `kafka` and `baseline`.
@@ -103,8 +105,10 @@ fn parse_args() -> Result<Args, String> {
         }
     }
     for m in &a.modes {
-        if !["in-process", "kafka", "baseline"].contains(&m.as_str()) {
-            return Err(format!("unknown mode `{m}` (in-process, kafka, baseline)"));
+        if !["in-process", "kafka", "kafka-eos", "baseline"].contains(&m.as_str()) {
+            return Err(format!(
+                "unknown mode `{m}` (in-process, kafka, kafka-eos, baseline)"
+            ));
         }
     }
     if !["sportsbook", "trading"].contains(&a.scenario.as_str()) {
@@ -321,9 +325,17 @@ fn producer(brokers: &str) -> BaseProducer {
         .expect("a producer")
 }
 
-fn reader(brokers: &str, topic: &str, partitions: i32) -> BaseConsumer {
+fn reader(brokers: &str, topic: &str, partitions: i32, committed: bool) -> BaseConsumer {
     let c: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
+        .set(
+            "isolation.level",
+            if committed {
+                "read_committed"
+            } else {
+                "read_uncommitted"
+            },
+        )
         .set("group.id", "kairos-bench-reader")
         .set("fetch.wait.max.ms", "0")
         .set("enable.auto.commit", "false")
@@ -343,10 +355,11 @@ fn measure(
     brokers: String,
     topic: &'static str,
     partitions: i32,
+    committed: bool,
     stop: Arc<AtomicBool>,
 ) -> std::thread::JoinHandle<(Histogram<u64>, u64)> {
     std::thread::spawn(move || {
-        let c = reader(&brokers, topic, partitions);
+        let c = reader(&brokers, topic, partitions, committed);
         let mut h = histogram();
         let mut n = 0;
         let mut quiet_since = None;
@@ -397,7 +410,7 @@ fn broker(a: &Args, topics: &[(&str, i32)]) -> Broker {
     }
 }
 
-fn through_kafka(a: &Args) -> Run {
+fn through_kafka(a: &Args, exactly_once: bool) -> Run {
     let (text, _) = program(a);
     let mut w = by_name(&a.scenario, a.keys, a.seed).expect("known scenario");
     let streams = w.streams();
@@ -418,6 +431,9 @@ fn through_kafka(a: &Args) -> Run {
         cfg += &format!("[[streams]]\nname = \"{s}\"\ntopic = \"{s}\"\n");
     }
     cfg += &format!("[[sinks]]\nname = \"alerts\"\ntopic = \"bench-alerts\"\n[pipeline]\nshards = {}\n[admin]\naddress = \"\"\n", a.shards);
+    if exactly_once {
+        cfg += "[delivery]\nguarantee = \"exactly-once\"\ncheckpoint_interval = \"100ms\"\n";
+    }
     std::fs::write(dir.join("kairos.toml"), cfg).expect("write the config");
     let prepared = daemon::prepare(Config::load(&dir.join("kairos.toml")).expect("config"))
         .expect("the scenario loads");
@@ -437,22 +453,33 @@ fn through_kafka(a: &Args) -> Run {
         std::thread::sleep(Duration::from_millis(20));
     }
     let stop = Arc::new(AtomicBool::new(false));
-    let m = measure(b.brokers.clone(), "bench-alerts", 1, stop.clone());
+    let m = measure(
+        b.brokers.clone(),
+        "bench-alerts",
+        1,
+        exactly_once,
+        stop.clone(),
+    );
     std::thread::sleep(Duration::from_millis(500));
     let p = producer(&b.brokers);
     let (cpu0, _) = rusage();
     let t0 = Instant::now();
-    let events = offer(a, "kafka", &mut *w, |e, _| {
+    let mode = if exactly_once { "kafka-eos" } else { "kafka" };
+    let events = offer(a, mode, &mut *w, |e, _| {
         send(&p, e.stream, &e.key, &e.json);
     });
     let _ = p.flush(Duration::from_secs(10));
     stop.store(true, Ordering::Release);
     let (latency, records) = m.join().expect("the reader");
     halt.store(true, Ordering::Release);
-    let _ = d.join();
+    match d.join() {
+        Ok(Err(e)) => eprintln!("kairos-bench: the daemon stopped with an error: {e}"),
+        Err(_) => eprintln!("kairos-bench: the daemon panicked"),
+        Ok(Ok(_)) => {}
+    }
     let (cpu1, rss) = rusage();
     Run {
-        mode: "kafka".into(),
+        mode: mode.into(),
         latency,
         events,
         records,
@@ -508,7 +535,7 @@ fn baseline(a: &Args) -> Run {
     };
     std::thread::sleep(Duration::from_secs(3));
     let stop = Arc::new(AtomicBool::new(false));
-    let m = measure(b.brokers.clone(), "bench-out", 1, stop.clone());
+    let m = measure(b.brokers.clone(), "bench-out", 1, false, stop.clone());
     std::thread::sleep(Duration::from_millis(500));
     let p = producer(&b.brokers);
     let (cpu0, _) = rusage();
@@ -681,6 +708,13 @@ fn main() {
             std::process::exit(2);
         }
     };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     let _ = std::fs::create_dir_all(&a.out);
     let command = std::env::args().collect::<Vec<_>>().join(" ");
     eprintln!(
@@ -696,7 +730,8 @@ fn main() {
     for m in &a.modes {
         let r = match m.as_str() {
             "in-process" => in_process(&a),
-            "kafka" => through_kafka(&a),
+            "kafka" => through_kafka(&a, false),
+            "kafka-eos" => through_kafka(&a, true),
             _ => baseline(&a),
         };
         let path = std::path::Path::new(&a.out).join(format!("{}-{}.hgrm", a.scenario, r.mode));
