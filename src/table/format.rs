@@ -1,5 +1,5 @@
 //! The on-disk layout of a lookup table: constants, the header, the schema section, the key hash
-//! and the helpers that read little-endian values out of a byte slice.
+//! and the functions that read little-endian values out of a byte slice.
 //!
 //! The byte-by-byte description is `docs/table-format.md`; this module is its executable form,
 //! shared by the builder (which writes it) and the reader (which validates it).
@@ -188,28 +188,44 @@ impl fmt::Display for Schema {
     }
 }
 
-/// The fixed 128-byte header, decoded.
+/// The fixed 128-byte header, decoded (the magic is implied; see `docs/table-format.md` for
+/// each field's offset).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Header {
+    /// Format version ([`VERSION`]).
     pub version: u32,
+    /// Zero: no flags are defined in version 1.
     pub flags: u32,
+    /// Number of rows.
     pub row_count: u64,
+    /// Number of columns.
     pub column_count: u32,
+    /// Index of the key column.
     pub key_column: u32,
+    /// Bytes per row ([`row_width`] of the column count).
     pub row_width: u32,
+    /// Buckets of the hash index, a power of two above the row count.
     pub bucket_count: u64,
+    /// The schema section.
     pub schema: Section,
+    /// The hash index.
     pub index: Section,
+    /// The rows.
     pub rows: Section,
+    /// The string heap.
     pub heap: Section,
+    /// Length of the whole file.
     pub file_len: u64,
+    /// xxh3-64 of the file with this field read as zero ([`checksum`]).
     pub checksum: u64,
 }
 
 /// Where a section lies in the file.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Section {
+    /// Byte offset from the start of the file (a multiple of [`SECTION_ALIGN`]).
     pub offset: u64,
+    /// Length in bytes.
     pub len: u64,
 }
 

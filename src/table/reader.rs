@@ -556,11 +556,14 @@ impl<'a> Row<'a> {
     /// Whether column `i` (which must be below the column count) is null.
     #[inline(always)]
     fn null_bit(&self, i: usize) -> bool {
-        debug_assert!(i < self.table.types.len());
-        let data: &[u8] = &self.table.map;
-        // Bounds-checked: the caller's `i` is trusted only to keep the answer meaningful.
-        data.get(self.off + i / 8)
-            .is_none_or(|b| (b >> (i % 8)) & 1 != 0)
+        let t = self.table;
+        if i >= t.types.len() {
+            return true;
+        }
+        // SAFETY: `self.off` is the offset of a row (invariant I4) and i < column_count
+        // (checked above, invariant I3), so byte i / 8 of the row's bitmap lies within the row.
+        let byte = unsafe { *t.map.as_ptr().add(self.off + i / 8) };
+        (byte >> (i % 8)) & 1 != 0
     }
 
     /// The raw slot of a non-null column of type `ty`.
@@ -568,7 +571,9 @@ impl<'a> Row<'a> {
     fn slot(&self, col: ColumnId, ty: ColumnType) -> Option<u64> {
         let t = self.table;
         let i = col.index as usize;
-        if col.ty != ty || t.types.get(i) != Some(&ty) || self.null_bit(i) {
+        // The table's own type decides how a slot reads (the id's type only says which
+        // accessor `value` calls); this check also proves i < column_count.
+        if t.types.get(i) != Some(&ty) || self.null_bit(i) {
             return None;
         }
         // SAFETY: `self.off` is the offset of a row (invariant I4) and i < column_count (the
@@ -579,8 +584,7 @@ impl<'a> Row<'a> {
     /// Whether the column is null in this row (or not a column of this table).
     #[inline]
     pub fn is_null(&self, col: ColumnId) -> bool {
-        let i = col.index as usize;
-        i >= self.table.types.len() || self.null_bit(i)
+        self.null_bit(col.index as usize)
     }
 
     /// The value of an int column.
