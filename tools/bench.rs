@@ -506,7 +506,10 @@ fn send(p: &BaseProducer, topic: &str, key: &str, payload: &str) {
 /// The bare relay: consume each event and produce it again, nothing else.
 fn baseline(a: &Args) -> Run {
     let mut w = by_name(&a.scenario, a.keys, a.seed).expect("known scenario");
-    let b = broker(a, &[("bench-in", 2), ("bench-out", 1)]);
+    // The mock cluster answers a fetch with one batch per partition: the relay's output, one
+    // message per event, is spread over 8 partitions so that reading it is not capped at one
+    // message per fetch (Kairos's output is one record per decision, far fewer).
+    let b = broker(a, &[("bench-in", 2), ("bench-out", 8)]);
     let halt = Arc::new(AtomicBool::new(false));
     let relay = {
         let (brokers, halt) = (b.brokers.clone(), halt.clone());
@@ -535,7 +538,7 @@ fn baseline(a: &Args) -> Run {
     };
     std::thread::sleep(Duration::from_secs(3));
     let stop = Arc::new(AtomicBool::new(false));
-    let m = measure(b.brokers.clone(), "bench-out", 1, false, stop.clone());
+    let m = measure(b.brokers.clone(), "bench-out", 8, false, stop.clone());
     std::thread::sleep(Duration::from_millis(500));
     let p = producer(&b.brokers);
     let (cpu0, _) = rusage();
@@ -717,6 +720,9 @@ fn main() {
         .init();
     let _ = std::fs::create_dir_all(&a.out);
     let command = std::env::args().collect::<Vec<_>>().join(" ");
+    // Read before any mode runs: a pipeline pins this thread, and the core count it then
+    // reports is its own affinity.
+    let machine = machine();
     eprintln!(
         "kairos-bench: scenario {} at {} events/s for {:?} (after {:?} warm-up), {} shard(s), broker: {}",
         a.scenario,
@@ -759,7 +765,7 @@ fn main() {
         a.rate,
         date,
         command,
-        machine(),
+        machine,
         a.brokers.as_deref().unwrap_or("librdkafka's in-process mock cluster"),
         t,
         svg.display(),
