@@ -13,7 +13,7 @@ use crate::workload::{Sportsbook, Workload};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::mocking::MockCluster;
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::producer::{BaseProducer, Producer};
 use rdkafka::ClientConfig;
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
@@ -326,24 +326,12 @@ fn generate(brokers: &str, opts: &DemoOptions, offered: &AtomicU64, halt: &Atomi
         let mut e = w.next_event();
         // Event time is the wall clock of the send, so that the topics' partitions, read in
         // batches, stay within the allowed lateness of each other.
-        let ts = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
-        e.json = e.json.replacen(
-            &format!("{{\"ts\":{}", e.ts_ms),
-            &format!("{{\"ts\":{ts}"),
-            1,
+        e.set_ts(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
         );
-        let mut rec = BaseRecord::to(e.stream).key(&e.key).payload(&e.json);
-        loop {
-            match producer.send(rec) {
-                Ok(()) => break,
-                Err((_, r)) => {
-                    producer.poll(Duration::from_millis(1));
-                    rec = r;
-                }
-            }
-        }
+        crate::io::kafka::send_waiting(&producer, e.stream, &e.key, &e.json);
         i += 1;
         offered.store(i, Relaxed);
     }

@@ -30,6 +30,7 @@ use kairos::config::{parse_duration, Config};
 use kairos::daemon::{self, Started};
 use kairos::engine::OwnedRecord;
 use kairos::event::Value;
+use kairos::io::kafka::send_waiting;
 use kairos::pipeline::{now_ns, Layout, Pipeline};
 use kairos::workload::{by_name, GenEvent, Workload};
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -166,14 +167,12 @@ unsafe fn libc_sysconf_clk_tck() -> u64 {
 /// The workload's next event, with `sent` (its due time on [`now_ns`]'s clock) and the wall
 /// clock as its event time.
 fn stamp(e: &mut GenEvent, due: u64) {
-    let wall = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
-    let old = format!("{{\"ts\":{}", e.ts_ms);
-    e.json = e
-        .json
-        .replacen(&old, &format!("{{\"sent\":{due},\"ts\":{wall}"), 1);
-    e.ts_ms = wall;
+    e.set_ts(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64),
+    );
+    e.json = e.json.replacen('{', &format!("{{\"sent\":{due},"), 1);
 }
 
 fn sent_of(fields: &[(String, Value)]) -> Option<u64> {
@@ -452,31 +451,46 @@ fn through_kafka(a: &Args, exactly_once: bool) -> Run {
     while metrics.partitions.load(Ordering::Relaxed) < (2 * streams.len()) as u64 {
         std::thread::sleep(Duration::from_millis(20));
     }
-    let stop = Arc::new(AtomicBool::new(false));
-    let m = measure(
-        b.brokers.clone(),
-        "bench-alerts",
-        1,
-        exactly_once,
-        stop.clone(),
-    );
-    std::thread::sleep(Duration::from_millis(500));
-    let p = producer(&b.brokers);
-    let (cpu0, _) = rusage();
-    let t0 = Instant::now();
     let mode = if exactly_once { "kafka-eos" } else { "kafka" };
-    let events = offer(a, mode, &mut *w, |e, _| {
-        send(&p, e.stream, &e.key, &e.json);
-    });
-    let _ = p.flush(Duration::from_secs(10));
-    stop.store(true, Ordering::Release);
-    let (latency, records) = m.join().expect("the reader");
+    let run = round_trip(
+        a,
+        mode,
+        &mut *w,
+        &b.brokers,
+        ("bench-alerts", 1),
+        exactly_once,
+        |e| e.stream,
+    );
     halt.store(true, Ordering::Release);
     match d.join() {
         Ok(Err(e)) => eprintln!("kairos-bench: the daemon stopped with an error: {e}"),
         Err(_) => eprintln!("kairos-bench: the daemon panicked"),
         Ok(Ok(_)) => {}
     }
+    run
+}
+
+/// Offers the workload to the broker (to the topic `to` names for each event) and measures what
+/// comes out of `out` (topic, partitions): the part of a run the Kafka modes share.
+fn round_trip(
+    a: &Args,
+    mode: &str,
+    w: &mut dyn Workload,
+    brokers: &str,
+    out: (&'static str, i32),
+    committed: bool,
+    to: impl Fn(&GenEvent) -> &str,
+) -> Run {
+    let stop = Arc::new(AtomicBool::new(false));
+    let m = measure(brokers.to_string(), out.0, out.1, committed, stop.clone());
+    std::thread::sleep(Duration::from_millis(500));
+    let p = producer(brokers);
+    let (cpu0, _) = rusage();
+    let t0 = Instant::now();
+    let events = offer(a, mode, w, |e, _| send_waiting(&p, to(e), &e.key, &e.json));
+    let _ = p.flush(Duration::from_secs(10));
+    stop.store(true, Ordering::Release);
+    let (latency, records) = m.join().expect("the reader");
     let (cpu1, rss) = rusage();
     Run {
         mode: mode.into(),
@@ -487,20 +501,6 @@ fn through_kafka(a: &Args, exactly_once: bool) -> Run {
         cpu_ns_per_event: (cpu1 - cpu0) as f64 / events.max(1) as f64,
         peak_rss_mib: rss as f64 / 1024.0,
     }
-}
-
-fn send(p: &BaseProducer, topic: &str, key: &str, payload: &str) {
-    let mut rec = BaseRecord::to(topic).key(key).payload(payload);
-    loop {
-        match p.send(rec) {
-            Ok(()) => break,
-            Err((_, r)) => {
-                p.poll(Duration::from_millis(1));
-                rec = r;
-            }
-        }
-    }
-    p.poll(Duration::ZERO);
 }
 
 /// The bare relay: consume each event and produce it again, nothing else.
@@ -537,30 +537,18 @@ fn baseline(a: &Args) -> Run {
         })
     };
     std::thread::sleep(Duration::from_secs(3));
-    let stop = Arc::new(AtomicBool::new(false));
-    let m = measure(b.brokers.clone(), "bench-out", 8, false, stop.clone());
-    std::thread::sleep(Duration::from_millis(500));
-    let p = producer(&b.brokers);
-    let (cpu0, _) = rusage();
-    let t0 = Instant::now();
-    let events = offer(a, "baseline", &mut *w, |e, _| {
-        send(&p, "bench-in", &e.key, &e.json)
-    });
-    let _ = p.flush(Duration::from_secs(10));
-    stop.store(true, Ordering::Release);
-    let (latency, records) = m.join().expect("the reader");
+    let run = round_trip(
+        a,
+        "baseline",
+        &mut *w,
+        &b.brokers,
+        ("bench-out", 8),
+        false,
+        |_| "bench-in",
+    );
     halt.store(true, Ordering::Release);
     let _ = relay.join();
-    let (cpu1, rss) = rusage();
-    Run {
-        mode: "baseline".into(),
-        latency,
-        events,
-        records,
-        seconds: t0.elapsed().as_secs_f64(),
-        cpu_ns_per_event: (cpu1 - cpu0) as f64 / events.max(1) as f64,
-        peak_rss_mib: rss as f64 / 1024.0,
-    }
+    run
 }
 
 fn us(ns: u64) -> String {

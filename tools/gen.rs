@@ -123,7 +123,7 @@ fn workload(args: &Args) -> Result<(), String> {
         return Ok(());
     }
     let brokers = args.kafka.as_deref().ok_or("no output")?;
-    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    use rdkafka::producer::{BaseProducer, Producer};
     let p: BaseProducer = rdkafka::ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("linger.ms", "1")
@@ -140,17 +140,7 @@ fn workload(args: &Args) -> Result<(), String> {
             }
         }
         let e = w.next_event();
-        let mut rec = BaseRecord::to(e.stream).key(&e.key).payload(&e.json);
-        loop {
-            match p.send(rec) {
-                Ok(()) => break,
-                Err((_, r)) => {
-                    p.poll(std::time::Duration::from_millis(1));
-                    rec = r;
-                }
-            }
-        }
-        p.poll(std::time::Duration::ZERO);
+        kairos::io::kafka::send_waiting(&p, e.stream, &e.key, &e.json);
     }
     p.flush(std::time::Duration::from_secs(30))
         .map_err(|e| format!("cannot flush to {brokers}: {e}"))

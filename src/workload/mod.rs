@@ -26,6 +26,15 @@ pub struct GenEvent {
     pub json: String,
 }
 
+impl GenEvent {
+    /// Moves the event to time `ts_ms`, in its JSON too (where `ts` is always the first field).
+    pub fn set_ts(&mut self, ts_ms: u64) {
+        let old = format!("{{\"ts\":{}", self.ts_ms);
+        self.json = self.json.replacen(&old, &format!("{{\"ts\":{ts_ms}"), 1);
+        self.ts_ms = ts_ms;
+    }
+}
+
 /// A generator of events, endless and reproducible from its seed.
 pub trait Workload: Send {
     /// The streams it writes, in the order patterns usually name them.

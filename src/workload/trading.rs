@@ -99,12 +99,7 @@ impl Workload for Trading {
         if self.script.front().is_some_and(|e| e.0 <= self.ts) {
             let (_, mut e) = self.script.pop_front().expect("checked");
             if e.ts_ms < self.ts {
-                e.json = e.json.replacen(
-                    &format!("\"ts\":{}", e.ts_ms),
-                    &format!("\"ts\":{}", self.ts),
-                    1,
-                );
-                e.ts_ms = self.ts;
+                e.set_ts(self.ts);
             }
             return e;
         }

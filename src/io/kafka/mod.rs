@@ -74,6 +74,24 @@ pub fn producer_config(brokers: &str, user: &[(String, String)]) -> ClientConfig
     c
 }
 
+/// Sends a message with a plain producer, waiting while librdkafka's queue is full: the load
+/// generators' way of offering events without dropping any.
+pub fn send_waiting(p: &rdkafka::producer::BaseProducer, topic: &str, key: &str, payload: &str) {
+    let mut rec = rdkafka::producer::BaseRecord::to(topic)
+        .key(key)
+        .payload(payload);
+    loop {
+        match p.send(rec) {
+            Ok(()) => break,
+            Err((_, r)) => {
+                p.poll(Duration::from_millis(1));
+                rec = r;
+            }
+        }
+    }
+    p.poll(Duration::ZERO);
+}
+
 /// Checks that the brokers answer and that `topics` exist, within `timeout`.
 pub fn check_brokers(
     config: &ClientConfig,
