@@ -172,6 +172,32 @@ fn consumed(msgs: &[Msg]) -> BTreeMap<String, usize> {
     )
 }
 
+/// The records of `want` that `got` holds fewer times than `want` does.
+fn missing<'a>(
+    want: &'a BTreeMap<String, usize>,
+    got: &BTreeMap<String, usize>,
+) -> Vec<&'a String> {
+    want.iter()
+        .filter(|(k, n)| got.get(*k).is_none_or(|g| g < *n))
+        .map(|(k, _)| k)
+        .collect()
+}
+
+/// Rewrites part of a config file the test wrote.
+fn edit_config(cfg: &Path, from: &str, to: &str) {
+    let text = std::fs::read_to_string(cfg).unwrap().replace(from, to);
+    std::fs::write(cfg, text).unwrap();
+}
+
+/// The admin listener on `port` instead of none.
+fn with_admin(cfg: &Path, port: u16) {
+    edit_config(
+        cfg,
+        "address = \"\"",
+        &format!("address = \"127.0.0.1:{port}\""),
+    );
+}
+
 fn total(m: &BTreeMap<String, usize>) -> usize {
     m.values().sum()
 }
@@ -375,15 +401,13 @@ fn kill_9_and_restart_loses_no_match() {
         &[("events", "events")],
         extra,
     );
+    with_admin(&cfg, port);
     // A killed member leaves the group only when its session times out.
-    let text = std::fs::read_to_string(&cfg)
-        .unwrap()
-        .replace("address = \"\"", &format!("address = \"127.0.0.1:{port}\""))
-        .replace(
-            "[kafka.consumer]\n",
-            "[kafka.consumer]\n\"session.timeout.ms\" = 6000\n\"heartbeat.interval.ms\" = 500\n",
-        );
-    std::fs::write(&cfg, text).unwrap();
+    edit_config(
+        &cfg,
+        "[kafka.consumer]\n",
+        "[kafka.consumer]\n\"session.timeout.ms\" = 6000\n\"heartbeat.interval.ms\" = 500\n",
+    );
     let log = setup.path("daemon.log");
     let spawn = || {
         let stderr = std::fs::OpenOptions::new()
@@ -437,16 +461,12 @@ fn kill_9_and_restart_loses_no_match() {
         let logs = std::fs::read_to_string(&log).unwrap_or_default();
         let decided =
             logs.matches("partial matches").count() + logs.matches("restored").count() >= 2;
-        if decided && want.iter().all(|(k, n)| got.get(k).is_some_and(|g| g >= n)) {
+        if decided && missing(&want, &got).is_empty() {
             break;
         }
     }
     let got = consumed(&msgs);
-    let missing: Vec<&String> = want
-        .iter()
-        .filter(|(k, n)| got.get(*k).is_none_or(|g| g < *n))
-        .map(|(k, _)| k)
-        .collect();
+    let missing = missing(&want, &got);
     assert!(
         missing.is_empty(),
         "matches lost across kill -9: {missing:?}"
@@ -474,7 +494,7 @@ fn consume_covering(
     let deadline = Instant::now() + timeout;
     loop {
         let got = consumed(&broker.consume("alerts", usize::MAX, Duration::from_secs(3), false));
-        let covered = want.iter().all(|(k, n)| got.get(k).is_some_and(|g| g >= n));
+        let covered = missing(want, &got).is_empty();
         if covered || Instant::now() >= deadline {
             return got;
         }
@@ -522,11 +542,7 @@ fn broker_faults_lose_nothing() {
         m.delivery_retries.load(Relaxed)
     );
     let report = d.stop();
-    let missing: Vec<&String> = want
-        .iter()
-        .filter(|(k, n)| got.get(*k).is_none_or(|g| g < *n))
-        .map(|(k, _)| k)
-        .collect();
+    let missing = missing(&want, &got);
     assert!(
         missing.is_empty(),
         "{} of {} matches lost to broker faults ({figures}); first: {:?}",
@@ -687,11 +703,11 @@ fn revoked_partitions_drop_their_partial_matches() {
     // does not complete a cooperative rebalance for a member that joins a busy group.
     let eager = |name: &str| {
         let cfg = setup.config(name, &broker.bootstrap(), &[("events", "events")], "");
-        let text = std::fs::read_to_string(&cfg).unwrap().replace(
+        edit_config(
+            &cfg,
             "[kafka.consumer]\n",
             "[kafka.consumer]\n\"partition.assignment.strategy\" = \"range\"\n",
         );
-        std::fs::write(&cfg, text).unwrap();
         cfg
     };
     let a = Running::start(&eager("a.toml"));
@@ -734,10 +750,7 @@ fn sigterm_drains_and_commits_before_exit() {
         &[("events", "events")],
         "[delivery]\ncheckpoint_interval = \"1h\"\n",
     );
-    let text = std::fs::read_to_string(&cfg)
-        .unwrap()
-        .replace("address = \"\"", &format!("address = \"127.0.0.1:{port}\""));
-    std::fs::write(&cfg, text).unwrap();
+    with_admin(&cfg, port);
     let log = setup.path("daemon.log");
     let child = Child(
         std::process::Command::new(env!("CARGO_BIN_EXE_kairos"))
