@@ -52,6 +52,6 @@ fuzz_target!(|data: &[u8]| {
     for k in ["", "a", "key", "\u{e9}"] {
         let _ = table.get_str(k);
     }
-    let _ = table.row(usize::MAX);
+    let _ = table.rows().count();
     let _ = table.verify();
 });

@@ -1,15 +1,16 @@
 //! Building a table file from CSV or JSON lines.
 //!
 //! Two passes over the input. The first reads the column names, infers their types and counts
-//! the records; the second encodes each record straight into the final row section, string heap
-//! and hash index, which are sized exactly from the first pass. Memory is therefore about the
+//! the records; the second encodes each record and places it straight into its bucket of the
+//! final control and row sections, sized from the first pass (plus the few overflow buckets that
+//! probes running past the last home need), and the string heap. Memory is therefore about the
 //! size of the output file, whatever the input's size, and no per-record allocation survives a
 //! record. The file is written to a temporary file beside the output, synced and renamed over
 //! it, so a reader never sees a partial table and a failed build leaves nothing behind.
 
 use super::format::{
-    self, bucket, bucket_count_for, hash_int, hash_str, hash_tag, read_u64, row_width, str_slot,
-    Column, ColumnType, Header, Section, BUCKET_LEN, BUILDER_ALIGN, HEADER_LEN, MAX_COLUMNS,
+    self, ctrl_tag, hash_int, hash_str, home, home_count_for, read_u64, row_width, str_slot,
+    Column, ColumnType, Header, Section, BUILDER_ALIGN, EMPTY, GROUP_LEN, HEADER_LEN, MAX_COLUMNS,
     MAX_HEAP, MAX_ROWS, SCHEMA_ENTRY_LEN, SLOT_LEN, VERSION,
 };
 use super::TableError;
@@ -894,19 +895,25 @@ impl<'a> JsonLine<'a> {
     }
 }
 
-/// The sections being built: rows, heap and index, sized from the first pass.
+/// The sections being built: control bytes, rows and heap, sized from the first pass.
 struct Encoder<'a> {
     path: &'a Path,
     columns: &'a [Column],
     key: usize,
     width: usize,
     bitmap: usize,
+    /// One control byte per bucket (the homes, then any overflow past the last home).
+    ctrl: Vec<u8>,
+    /// One row per bucket, zero where the bucket is empty.
     rows: Vec<u8>,
+    /// The input record number of each full bucket's row, for the duplicate-key error.
+    record_of: Vec<u32>,
+    /// The row being encoded.
+    scratch: Vec<u8>,
     heap: Vec<u8>,
     /// Per column, the slots of short strings already in the heap, by hash (see `intern`).
     shared: Vec<FxHashMap<u64, u64>>,
-    buckets: Vec<u64>,
-    mask: usize,
+    homes: u64,
     count: u32,
 }
 
@@ -930,22 +937,22 @@ impl<'a> Encoder<'a> {
             path: path.to_path_buf(),
             message: format!("{records} rows of {width} bytes do not fit in memory"),
         };
-        let rows_len = usize::try_from(records)
-            .ok()
-            .and_then(|r| r.checked_mul(width))
-            .ok_or_else(too_big)?;
-        let buckets = usize::try_from(bucket_count_for(records)).map_err(|_| too_big())?;
+        let homes = home_count_for(records);
+        let buckets = usize::try_from(homes).map_err(|_| too_big())?;
+        let rows_len = buckets.checked_mul(width).ok_or_else(too_big)?;
         Ok(Encoder {
             path,
             columns,
             key,
             width,
             bitmap: format::bitmap_len(columns.len() as u32) as usize,
-            rows: Vec::with_capacity(rows_len),
+            ctrl: vec![EMPTY; buckets],
+            rows: vec![0; rows_len],
+            record_of: vec![0; buckets],
+            scratch: vec![0; width],
             heap: Vec::new(),
             shared: vec![FxHashMap::default(); columns.len()],
-            buckets: vec![0; buckets],
-            mask: buckets - 1,
+            homes,
             count: 0,
         })
     }
@@ -953,22 +960,21 @@ impl<'a> Encoder<'a> {
     /// Appends one record. Returns the key and the earlier row's number if the key was seen
     /// before (the caller turns that into an error with both lines).
     fn push(&mut self, line: u64, cells: &[Cell<'_>]) -> Result<Option<(String, u32)>, TableError> {
-        let start = self.rows.len();
-        self.rows.resize(start + self.width, 0);
+        self.scratch.fill(0);
         for (i, col) in self.columns.iter().enumerate() {
             let cell = cells.get(i).copied().unwrap_or(Cell::Null);
             if i == self.key && matches!(cell, Cell::Null | Cell::JStr("")) {
                 return Err(self.null_key(line));
             }
             if let Cell::Null = cell {
-                self.rows[start + i / 8] |= 1 << (i % 8);
+                self.scratch[i / 8] |= 1 << (i % 8);
                 continue;
             }
             let slot = self.encode(line, i, col, cell)?;
-            let at = start + self.bitmap + i * SLOT_LEN;
-            self.rows[at..at + SLOT_LEN].copy_from_slice(&slot.to_le_bytes());
+            let at = self.bitmap + i * SLOT_LEN;
+            self.scratch[at..at + SLOT_LEN].copy_from_slice(&slot.to_le_bytes());
         }
-        if let Some(first) = self.index_row(start) {
+        if let Some(first) = self.place_row() {
             let key = cells.get(self.key).map(Cell::text).unwrap_or_default();
             return Ok(Some((key, first)));
         }
@@ -1062,48 +1068,58 @@ impl<'a> Encoder<'a> {
         Ok(slot)
     }
 
-    /// The key slot of the row starting at `start` in `self.rows`.
-    fn key_slot(&self, start: usize) -> u64 {
-        read_u64(&self.rows, start + self.bitmap + self.key * SLOT_LEN).unwrap_or(0)
+    /// The key slot of an encoded row.
+    fn key_slot(&self, row: &[u8]) -> u64 {
+        read_u64(row, self.bitmap + self.key * SLOT_LEN).unwrap_or(0)
     }
 
-    fn key_bytes(&self, start: usize) -> &[u8] {
-        let slot = self.key_slot(start);
+    /// The key of an encoded row of a string-keyed table: its bytes in the heap.
+    fn key_bytes<'r>(&'r self, row: &[u8]) -> &'r [u8] {
+        let slot = self.key_slot(row);
         let off = slot as u32 as usize;
         let len = (slot >> 32) as usize;
         self.heap.get(off..off + len).unwrap_or_default()
     }
 
-    /// Inserts the row at `start` into the index; returns the row number of an earlier row with
-    /// the same key instead, if there is one.
-    fn index_row(&mut self, start: usize) -> Option<u32> {
+    /// Places the encoded row in the first empty bucket of its key's probe sequence, growing
+    /// the overflow past the last home bucket when the sequence runs off the end; returns the
+    /// record number of an earlier row with the same key instead, if there is one.
+    fn place_row(&mut self) -> Option<u32> {
         let int_key = self.columns[self.key].ty == ColumnType::Int;
+        let key_slot = self.key_slot(&self.scratch);
         let hash = if int_key {
-            hash_int(self.key_slot(start) as i64)
+            hash_int(key_slot as i64)
         } else {
-            hash_str(self.key_bytes(start))
+            hash_str(self.key_bytes(&self.scratch))
         };
-        let tag = hash_tag(hash);
-        let mut pos = hash as usize & self.mask;
+        let tag = ctrl_tag(hash);
+        // home() < homes = the initial bucket count, which fits in usize.
+        let mut pos = home(hash, self.homes) as usize;
         loop {
-            let b = self.buckets[pos];
-            let plus_one = (b >> 32) as u32;
-            if plus_one == 0 {
-                self.buckets[pos] = bucket(tag, self.count);
+            if pos == self.ctrl.len() {
+                self.ctrl.push(EMPTY);
+                self.record_of.push(0);
+                self.rows.resize(self.rows.len() + self.width, 0);
+            }
+            if self.ctrl[pos] == EMPTY {
+                self.ctrl[pos] = tag;
+                self.record_of[pos] = self.count;
+                let at = pos * self.width;
+                self.rows[at..at + self.width].copy_from_slice(&self.scratch);
                 return None;
             }
-            if b as u32 == tag {
-                let other = (plus_one - 1) as usize * self.width;
+            if self.ctrl[pos] == tag {
+                let other = &self.rows[pos * self.width..(pos + 1) * self.width];
                 let same = if int_key {
-                    self.key_slot(other) == self.key_slot(start)
+                    self.key_slot(other) == key_slot
                 } else {
-                    self.key_bytes(other) == self.key_bytes(start)
+                    self.key_bytes(other) == self.key_bytes(&self.scratch)
                 };
                 if same {
-                    return Some(plus_one - 1);
+                    return Some(self.record_of[pos]);
                 }
             }
-            pos = (pos + 1) & self.mask;
+            pos += 1;
         }
     }
 }
@@ -1136,7 +1152,7 @@ fn write_table(
     };
     let index_s = Section {
         offset: align(schema_s.offset + schema_s.len),
-        len: (enc.buckets.len() * BUCKET_LEN) as u64,
+        len: (enc.ctrl.len() + GROUP_LEN) as u64,
     };
     let rows_s = Section {
         offset: align(index_s.offset + index_s.len),
@@ -1156,7 +1172,7 @@ fn write_table(
         column_count: columns.len() as u32,
         key_column: key as u32,
         row_width: enc.width as u32,
-        bucket_count: enc.buckets.len() as u64,
+        home_count: enc.homes,
         schema: schema_s,
         index: index_s,
         rows: rows_s,
@@ -1175,14 +1191,8 @@ fn write_table(
     w.put(&header.encode()).map_err(io)?;
     w.put(&schema).map_err(io)?;
     w.pad_to(index_s.offset).map_err(io)?;
-    let mut chunk: Vec<u8> = Vec::with_capacity(1 << 16);
-    for group in enc.buckets.chunks(1 << 13) {
-        chunk.clear();
-        for b in group {
-            chunk.extend_from_slice(&b.to_le_bytes());
-        }
-        w.put(&chunk).map_err(io)?;
-    }
+    w.put(&enc.ctrl).map_err(io)?;
+    w.put(&[EMPTY; GROUP_LEN]).map_err(io)?;
     w.pad_to(rows_s.offset).map_err(io)?;
     w.put(&enc.rows).map_err(io)?;
     w.pad_to(heap_s.offset).map_err(io)?;

@@ -11,7 +11,7 @@ use xxhash_rust::xxh3::xxh3_64;
 pub const MAGIC: [u8; 8] = *b"KAIROST\0";
 
 /// The format version this build writes and reads.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 
 /// Size of the fixed header at the start of the file.
 pub const HEADER_LEN: usize = 128;
@@ -19,23 +19,27 @@ pub const HEADER_LEN: usize = 128;
 /// Every section offset is a multiple of this (readers reject anything else).
 pub const SECTION_ALIGN: u64 = 8;
 
-/// The builder aligns sections to a cache line so that a bucket group or a row never straddles
-/// one needlessly; readers only require [`SECTION_ALIGN`].
+/// The builder aligns sections to a cache line so that a row never straddles one needlessly;
+/// readers only require [`SECTION_ALIGN`].
 pub const BUILDER_ALIGN: u64 = 64;
 
 /// Size of one schema entry (type tag, name length, name offset, reserved).
 pub const SCHEMA_ENTRY_LEN: usize = 16;
 
-/// Size of one hash-index bucket: a `u32` hash tag, then a `u32` row number plus one.
-pub const BUCKET_LEN: usize = 8;
+/// Control bytes read at once by a probe: the control section holds this many zero bytes after
+/// the last bucket's, so that a probe reads whole groups without a bounds check.
+pub const GROUP_LEN: usize = 16;
+
+/// A control byte of an empty bucket. A full bucket's has its high bit set (see [`ctrl_tag`]).
+pub const EMPTY: u8 = 0;
 
 /// Size of one value slot in a row.
 pub const SLOT_LEN: usize = 8;
 
-/// The fewest buckets an index has, so that tiny tables still have empty buckets to stop probes.
-pub const MIN_BUCKETS: u64 = 8;
+/// The fewest home buckets a table has (an empty table still has one bucket, empty).
+pub const MIN_HOMES: u64 = 1;
 
-/// Rows are numbered in a `u32` (stored plus one, zero meaning an empty bucket).
+/// The builder numbers input records in a `u32`.
 pub const MAX_ROWS: u64 = u32::MAX as u64 - 1;
 
 /// String references are a `u32` offset and a `u32` length into the heap.
@@ -194,7 +198,7 @@ impl fmt::Display for Schema {
 pub struct Header {
     /// Format version ([`VERSION`]).
     pub version: u32,
-    /// Zero: no flags are defined in version 1.
+    /// Zero: no flags are defined in version 2.
     pub flags: u32,
     /// Number of rows.
     pub row_count: u64,
@@ -204,13 +208,14 @@ pub struct Header {
     pub key_column: u32,
     /// Bytes per row ([`row_width`] of the column count).
     pub row_width: u32,
-    /// Buckets of the hash index, a power of two above the row count.
-    pub bucket_count: u64,
+    /// Home buckets: the range a key's hash is mapped onto ([`home`]). The table has at least
+    /// as many buckets; the ones past the homes hold keys whose probes ran past the last home.
+    pub home_count: u64,
     /// The schema section.
     pub schema: Section,
-    /// The hash index.
+    /// The control bytes: one per bucket, then [`GROUP_LEN`] zero bytes.
     pub index: Section,
-    /// The rows.
+    /// The rows, one per bucket (an empty bucket's row is zero bytes).
     pub rows: Section,
     /// The string heap.
     pub heap: Section,
@@ -252,7 +257,7 @@ impl Header {
         b[28..32].copy_from_slice(&self.key_column.to_le_bytes());
         b[32..36].copy_from_slice(&self.row_width.to_le_bytes());
         // 36..40 reserved, zero.
-        b[40..48].copy_from_slice(&self.bucket_count.to_le_bytes());
+        b[40..48].copy_from_slice(&self.home_count.to_le_bytes());
         let sections = [self.schema, self.index, self.rows, self.heap];
         for (i, s) in sections.iter().enumerate() {
             let at = 48 + i * 16;
@@ -278,7 +283,7 @@ impl Header {
             column_count: read_u32(b, 24).unwrap_or(0),
             key_column: read_u32(b, 28).unwrap_or(0),
             row_width: read_u32(b, 32).unwrap_or(0),
-            bucket_count: read_u64(b, 40).unwrap_or(0),
+            home_count: read_u64(b, 40).unwrap_or(0),
             schema: section(48),
             index: section(64),
             rows: section(80),
@@ -316,12 +321,25 @@ pub const fn row_width(columns: u32) -> u64 {
     bitmap_len(columns) as u64 + SLOT_LEN as u64 * columns as u64
 }
 
-/// The number of buckets the builder gives an index of `rows` rows: the smallest power of two,
-/// at least [`MIN_BUCKETS`], that keeps the load at or below 0.7.
-pub fn bucket_count_for(rows: u64) -> u64 {
-    // rows / buckets <= 0.7  <=>  rows * 10 <= buckets * 7
-    let need = (rows.saturating_mul(10)).div_ceil(7).max(MIN_BUCKETS);
-    need.next_power_of_two()
+/// The number of home buckets the builder gives a table of `rows` rows: enough to keep the load
+/// at or below three quarters, and at least [`MIN_HOMES`].
+pub fn home_count_for(rows: u64) -> u64 {
+    rows.saturating_mul(4).div_ceil(3).max(MIN_HOMES)
+}
+
+/// The home bucket of a key's hash among `homes` buckets: the high 64 bits of `hash × homes`,
+/// so any number of buckets works (no power of two needed) and the position comes from the
+/// hash's high bits.
+#[inline(always)]
+pub const fn home(hash: u64, homes: u64) -> u64 {
+    ((hash as u128 * homes as u128) >> 64) as u64
+}
+
+/// The control byte of a full bucket whose key has this hash: the high bit set, then the
+/// hash's low 7 bits (independent of the high bits that chose the home bucket).
+#[inline(always)]
+pub const fn ctrl_tag(hash: u64) -> u8 {
+    0x80 | (hash as u8 & 0x7f)
 }
 
 /// The hash of an int key: xxh3-64 of its 8 little-endian bytes.
@@ -334,18 +352,6 @@ pub fn hash_int(key: i64) -> u64 {
 #[inline]
 pub fn hash_str(key: &[u8]) -> u64 {
     xxh3_64(key)
-}
-
-/// The tag kept in a bucket: the hash's high 32 bits (the low bits pick the bucket).
-#[inline]
-pub const fn hash_tag(hash: u64) -> u32 {
-    (hash >> 32) as u32
-}
-
-/// Encodes a bucket: the tag in the low word, the row number plus one in the high word.
-#[inline]
-pub const fn bucket(tag: u32, row: u32) -> u64 {
-    tag as u64 | ((row as u64 + 1) << 32)
 }
 
 /// Encodes a string slot: offset in the low word, length in the high word.
@@ -383,7 +389,7 @@ mod tests {
             column_count: 2,
             key_column: 1,
             row_width: row_width(2) as u32,
-            bucket_count: 8,
+            home_count: 16,
             schema: Section {
                 offset: 128,
                 len: 40,
@@ -407,15 +413,25 @@ mod tests {
     }
 
     #[test]
-    fn bucket_counts_keep_the_load_at_most_seven_tenths() {
-        assert_eq!(bucket_count_for(0), 8);
-        assert_eq!(bucket_count_for(5), 8);
-        assert_eq!(bucket_count_for(6), 16);
+    fn home_counts_keep_the_load_at_most_three_quarters() {
+        assert_eq!(home_count_for(0), 1);
+        assert_eq!(home_count_for(2), 3);
+        assert_eq!(home_count_for(12), 16);
+        assert_eq!(home_count_for(13), 18);
         for rows in [1u64, 7, 100, 700, 701, 1_000_000, 10_000_000] {
-            let b = bucket_count_for(rows);
-            assert!(b.is_power_of_two());
-            assert!(rows * 10 <= b * 7, "{rows} rows in {b} buckets");
+            let b = home_count_for(rows);
+            assert!(rows * 4 <= b * 3, "{rows} rows in {b} buckets");
         }
+    }
+
+    #[test]
+    fn homes_cover_the_range() {
+        assert_eq!(home(0, 10), 0);
+        assert_eq!(home(u64::MAX, 10), 9);
+        assert_eq!(home(1 << 63, 10), 5);
+        assert_eq!(ctrl_tag(0), 0x80);
+        assert_eq!(ctrl_tag(0xff), 0xff);
+        assert_eq!(ctrl_tag(0x100), 0x80);
     }
 
     #[test]

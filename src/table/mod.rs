@@ -3,8 +3,9 @@
 //!
 //! A table is built once from CSV or JSON lines ([`build`]), written as one file in a documented
 //! binary format (`docs/table-format.md`: a header with magic, version, schema and checksum; a
-//! hash index; fixed-width rows; a string heap), opened with `mmap` ([`Table::open`]) and read in
-//! place: a lookup hashes the key, reads one or two cache lines of index and one row.
+//! control byte per bucket; fixed-width rows stored in their hash buckets; a string heap),
+//! opened with `mmap` ([`Table::open`]) and read in place: a lookup hashes the key, compares its
+//! tag with sixteen control bytes at once, and reads the one row whose tag matches.
 //! [`SharedTable`] and [`TableWatcher`] replace a table atomically when its file is replaced,
 //! while readers keep using the version they hold until their next event.
 //!

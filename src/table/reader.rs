@@ -10,9 +10,9 @@
 //! readable and every key findable.
 
 use super::format::{
-    self, bitmap_len, hash_int, hash_str, hash_tag, read_u32, read_u64, row_width, Column,
-    ColumnType, Header, Schema, Section, BUCKET_LEN, HEADER_LEN, MAGIC, MAX_COLUMNS, MAX_HEAP,
-    MAX_ROWS, SCHEMA_ENTRY_LEN, SECTION_ALIGN, SLOT_LEN, VERSION,
+    self, bitmap_len, ctrl_tag, hash_int, hash_str, home, read_u32, read_u64, row_width, Column,
+    ColumnType, Header, Schema, Section, EMPTY, GROUP_LEN, HEADER_LEN, MAGIC, MAX_COLUMNS,
+    MAX_HEAP, MAX_ROWS, SCHEMA_ENTRY_LEN, SECTION_ALIGN, SLOT_LEN, VERSION,
 };
 use super::swap::FileId;
 use super::TableError;
@@ -109,16 +109,21 @@ pub struct Table {
 /// `validate` establishes, and nothing afterwards changes (the mapping is read-only and its
 /// length fixed), these invariants, on which the unchecked reads of lookups rely:
 ///
-/// - I1: the index, `mask + 1` buckets of 8 bytes from `index_off`, lies within the mapping;
-/// - I2: the rows, `row_count × row_width` bytes from `rows_off`, lie within the mapping;
+/// - I1: the control bytes, `buckets + GROUP_LEN` bytes from `ctrl_off`, lie within the
+///   mapping, and `1 <= homes <= buckets`;
+/// - I2: the rows, `buckets × row_width` bytes from `rows_off`, lie within the mapping;
 /// - I3: `row_width = bitmap_len + 8 × column_count`, `types.len() == column_count`, and
 ///   `key_slot = bitmap_len + 8 × key_index` with `key_index < column_count`;
-/// - I4 (of `Row`): a `Row`'s `off` is `rows_off + r × row_width` for some `r < row_count`.
+/// - I4 (of `Row`): a `Row`'s `off` is `rows_off + b × row_width` for some bucket `b < buckets`;
+/// - I5: the heap, `heap_len` bytes from `heap_off`, lies within the mapping, and at least one
+///   byte of the mapping follows it.
 #[derive(Clone, Copy, Debug)]
 struct Layout {
-    index_off: usize,
-    index_len: usize,
-    mask: usize,
+    ctrl_off: usize,
+    /// Buckets in the file: the homes and the overflow after them.
+    buckets: usize,
+    /// Home buckets, the range of `format::home`.
+    homes: usize,
     rows_off: usize,
     row_width: usize,
     row_count: usize,
@@ -330,21 +335,22 @@ impl Table {
         }
     }
 
-    /// The row at position `index` (file order, which is input order).
+    /// The row in bucket `bucket`, if that bucket is full.
     #[inline]
-    pub fn row(&self, index: usize) -> Option<Row<'_>> {
+    fn bucket_row(&self, bucket: usize) -> Option<Row<'_>> {
         let l = &self.l;
-        if index >= l.row_count {
+        if bucket >= l.buckets || self.map[l.ctrl_off + bucket] & 0x80 == 0 {
             return None;
         }
         Some(Row {
             table: self,
-            // No overflow: the row section holds row_count rows and lies within the mapping.
-            off: l.rows_off + index * l.row_width,
+            // No overflow: the row section holds a row per bucket and lies within the mapping.
+            off: l.rows_off + bucket * l.row_width,
         })
     }
 
-    /// Every row, in file order.
+    /// Every row, in file order (the order of the buckets, which follows the keys' hashes, not
+    /// the input's order).
     pub fn rows(&self) -> Rows<'_> {
         Rows {
             table: self,
@@ -352,39 +358,48 @@ impl Table {
         }
     }
 
-    /// Walks the hash chain of `hash` and returns the offset of the first row that `eq`
-    /// (given the offset of a row in the mapping) accepts. Only offsets of rows, `rows_off + r ×
-    /// row_width` with `r < row_count`, are passed to `eq` and returned.
+    /// Walks the probe sequence of `hash` and returns the offset of the first row that `eq`
+    /// (given the offset of a row in the mapping) accepts. Only offsets of rows, `rows_off + b ×
+    /// row_width` with `b < buckets`, are passed to `eq` and returned.
     ///
-    /// Deliberately small: lookups in a loop are limited by how many of them the processor keeps
-    /// in flight while it waits on memory, which is a matter of instructions per lookup, so the
-    /// index and the rows are read without bounds checks under the layout's invariants (a
-    /// bounds-checked version measured 30% slower on hits in a table of a million rows). The walk
-    /// is bounded by the bucket count, so an index without an empty bucket (possible only in a
-    /// corrupt file) ends in a miss rather than a loop.
+    /// The probe starts at the key's home bucket and reads the control bytes sixteen at a time:
+    /// a row is read only where its control byte carries the key's 7-bit tag, and the probe
+    /// ends at the first empty bucket. The control bytes take one byte per bucket and stay in
+    /// the processor's caches far longer than the rows, so a hit costs one read of the row
+    /// from memory and a miss usually none. Deliberately small: lookups in a loop are limited
+    /// by how many of them the processor keeps in flight while it waits on memory, which is a
+    /// matter of instructions per lookup, so the control bytes and the rows are read without
+    /// bounds checks under the layout's invariants. The walk ends at the last bucket, so
+    /// control bytes without an empty one (possible only in a corrupt file) end in a miss
+    /// rather than a loop.
     #[inline(always)]
     fn probe(&self, hash: u64, eq: impl Fn(usize) -> bool) -> Option<usize> {
-        let data: &[u8] = &self.map;
         let l = &self.l;
-        let tag = hash_tag(hash);
-        let mut pos = hash as usize & l.mask;
-        for _ in 0..=l.mask {
-            // SAFETY: pos <= mask, and the index's mask + 1 buckets lie within the mapping
-            // (invariant I1).
-            let b = unsafe { read_u64_unchecked(data, l.index_off + pos * BUCKET_LEN) };
-            let plus_one = (b >> 32) as usize;
-            if plus_one == 0 {
+        let tag = ctrl_tag(hash);
+        // home() < homes <= buckets (invariant I1).
+        let mut pos = home(hash, l.homes as u64) as usize;
+        while pos < l.buckets {
+            // SAFETY: pos < buckets, and the control section holds buckets + GROUP_LEN bytes
+            // within the mapping (invariant I1).
+            let (mut found, empty) =
+                unsafe { group_masks(self.map.as_ptr().add(l.ctrl_off + pos), tag) };
+            // Only the buckets before the first empty one belong to this probe.
+            found &= empty.wrapping_sub(1) & !empty;
+            while found != 0 {
+                let b = pos + found.trailing_zeros() as usize;
+                // Past the last bucket only in a corrupt file (the trailing group is zero).
+                if b < l.buckets {
+                    let off = l.rows_off + b * l.row_width;
+                    if eq(off) {
+                        return Some(off);
+                    }
+                }
+                found &= found - 1;
+            }
+            if empty != 0 {
                 return None;
             }
-            // A row number past the end (a corrupt bucket) is skipped, keeping `eq`'s argument
-            // the offset of a row.
-            if b as u32 == tag && plus_one <= l.row_count {
-                let off = l.rows_off + (plus_one - 1) * l.row_width;
-                if eq(off) {
-                    return Some(off);
-                }
-            }
-            pos = (pos + 1) & l.mask;
+            pos += GROUP_LEN;
         }
         None
     }
@@ -392,27 +407,42 @@ impl Table {
     /// The string heap.
     #[inline(always)]
     fn heap(&self) -> &[u8] {
-        let data: &[u8] = &self.map;
-        data.get(self.l.heap_off..self.l.heap_off + self.l.heap_len)
-            .unwrap_or_default()
+        // SAFETY: the heap lies within the mapping (invariant I5).
+        unsafe {
+            self.map
+                .get_unchecked(self.l.heap_off..self.l.heap_off + self.l.heap_len)
+        }
     }
 
     /// The string a slot refers to; `None` if it lies outside the heap or does not start and
     /// end on character boundaries (possible only in a corrupt file).
+    ///
+    /// Written without short-circuits: the checks load the string's first byte and the byte
+    /// after it unconditionally and combine the tests into one branch. A lookup's reads of a
+    /// row wait on memory, and the fewer the instructions and branches between them, the more
+    /// lookups the processor keeps in flight (the short-circuiting version of these checks cost
+    /// 40 ns per lookup in a table of ten million rows).
     #[inline(always)]
     fn string(&self, slot: u64) -> Option<&str> {
-        let heap = self.heap();
-        let range = str_range(slot)?;
-        let end = range.end;
-        let s = heap.get(range)?;
-        // The byte after the string, read from the mapping rather than the heap: the builder
-        // ends the file with padding after the heap, so this read never fails on its files and
-        // the check costs no branch that depends on where the string lies. Past the heap's end
-        // that byte belongs to something else and is ignored (`at_end`).
-        let next = self.map.get(self.l.heap_off + end).copied().unwrap_or(0);
-        let at_end = end == heap.len();
-        let starts = s.first().is_none_or(|&b| is_char_start(b));
-        if !(starts & (at_end | is_char_start(next))) {
+        let off = slot as u32 as usize;
+        let end = off + (slot >> 32) as usize;
+        if end > self.l.heap_len {
+            return None;
+        }
+        let base = self.l.heap_off;
+        // SAFETY: off <= end <= heap_len, and the mapping holds at least one byte after the
+        // heap (invariant I5), so both bytes lie within it. The byte at `off` is the string's
+        // first, or, for an empty string, something that is ignored; the byte at `end` is the
+        // one after the string, ignored at the heap's end.
+        let (first, next) = unsafe {
+            (
+                *self.map.get_unchecked(base + off),
+                *self.map.get_unchecked(base + end),
+            )
+        };
+        let starts = (off == end) | is_char_start(first);
+        let ends = (end == self.l.heap_len) | is_char_start(next);
+        if !(starts & ends) {
             return None;
         }
         // SAFETY: `validate` checked that the whole heap is UTF-8, and the mapping is read-only
@@ -420,42 +450,46 @@ impl Table {
         // `Table::open` relies on for the mapping itself). A sub-slice of valid UTF-8 that
         // starts on a character boundary (or is empty) and ends on one (the heap's end, or
         // before a byte that starts a character) is valid UTF-8. This replaces a call to the
-        // UTF-8 validator on every string read (7 ns in the lookup benchmark), and the
-        // short-circuiting boundary checks of `str::get` (whose unpredictable branches cost
-        // 40 ns per lookup in a table of a million rows).
-        Some(unsafe { std::str::from_utf8_unchecked(s) })
+        // UTF-8 validator on every string read (7 ns in the lookup benchmark).
+        Some(unsafe {
+            std::str::from_utf8_unchecked(self.map.get_unchecked(base + off..base + end))
+        })
     }
 
-    /// Checks every row and every index entry: keys present, strings in bounds and valid UTF-8,
-    /// bools 0 or 1, and every row found by a lookup of its own key (which also proves the keys
-    /// unique and the index free of stray entries). A linear pass over the file plus one lookup
+    /// Checks every row and every control byte: keys present, strings in bounds and valid
+    /// UTF-8, bools 0 or 1, every row found by a lookup of its own key (which also proves the
+    /// keys unique and each row reachable from its home bucket), and as many full buckets as
+    /// rows. A linear pass over the file plus one lookup
     /// per row; [`Table::open`] does not do it, lookups being safe without it.
     pub fn verify(&self) -> Result<(), TableError> {
         let corrupt = |m: String| TableError::corrupt(&self.path, m);
         let data: &[u8] = &self.map;
         let key = self.key_column();
-        for (r, row) in self.rows().enumerate() {
+        let mut rows = 0;
+        for row in self.rows() {
+            rows += 1;
+            let r = row.index();
             if data.get(row.off..row.off + self.l.row_width).is_none() {
-                return Err(corrupt(format!("row {r} lies outside the file")));
+                return Err(corrupt(format!("bucket {r} lies outside the file")));
             }
             for (c, &ty) in self.types.iter().enumerate() {
                 if row.null_bit(c) {
                     if c == key.index() {
-                        return Err(corrupt(format!("row {r} has a null key")));
+                        return Err(corrupt(format!("bucket {r} has a null key")));
                     }
                     continue;
                 }
                 let slot = read_u64(data, row.off + self.l.bitmap_len + c * SLOT_LEN)
-                    .ok_or_else(|| corrupt(format!("row {r} is short")))?;
+                    .ok_or_else(|| corrupt(format!("bucket {r} is short")))?;
                 match ty {
                     ColumnType::Str if self.string(slot).is_none() => {
                         return Err(corrupt(format!(
-                            "row {r}, column {c}: string outside the heap or not on character \
+                            "bucket {r}, column {c}: string outside the heap or not on character \
                              boundaries"
                         )));
                     }
                     ColumnType::Bool if slot > 1 => {
-                        return Err(corrupt(format!("row {r}, column {c}: bool slot {slot}")));
+                        return Err(corrupt(format!("bucket {r}, column {c}: bool slot {slot}")));
                     }
                     _ => {}
                 }
@@ -466,20 +500,28 @@ impl Table {
             };
             if found.map(|f| f.off) != Some(row.off) {
                 return Err(corrupt(format!(
-                    "row {r} is not found by its key (missing from the index or a duplicate key)"
+                    "the row in bucket {r} is not found by its key (out of its probe sequence, \
+                     under the wrong tag, or a duplicate key)"
                 )));
             }
         }
-        let index = data
-            .get(self.l.index_off..self.l.index_off + self.l.index_len)
+        let ctrl = data
+            .get(self.l.ctrl_off..self.l.ctrl_off + self.l.buckets + GROUP_LEN)
             .unwrap_or_default();
-        let used = index
-            .chunks_exact(BUCKET_LEN)
-            .filter(|b| read_u32(b, 4).is_some_and(|p| p != 0))
-            .count();
-        if used != self.l.row_count {
+        if let Some(b) = ctrl.iter().position(|&c| c != EMPTY && c & 0x80 == 0) {
             return Err(corrupt(format!(
-                "the index has {used} entries for {} rows",
+                "bucket {b} has the control byte {:#04x}, neither empty nor full",
+                ctrl[b]
+            )));
+        }
+        if ctrl[self.l.buckets..].iter().any(|&c| c != EMPTY) {
+            return Err(corrupt(
+                "the control bytes after the last bucket are not zero".to_string(),
+            ));
+        }
+        if rows != self.l.row_count {
+            return Err(corrupt(format!(
+                "{rows} buckets are full for {} rows",
                 self.l.row_count
             )));
         }
@@ -519,6 +561,40 @@ unsafe fn read_u64_unchecked(data: &[u8], at: usize) -> u64 {
     u64::from_le(unsafe { data.as_ptr().add(at).cast::<u64>().read_unaligned() })
 }
 
+/// Two masks over the [`GROUP_LEN`] control bytes at `p`: bit `i` of the first is set where
+/// byte `i` equals `tag`, bit `i` of the second where byte `i` is empty.
+///
+/// # Safety
+///
+/// `p` points to at least `GROUP_LEN` readable bytes.
+#[inline(always)]
+unsafe fn group_masks(p: *const u8, tag: u8) -> (u32, u32) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{
+            _mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_set1_epi8, _mm_setzero_si128,
+        };
+        // SAFETY: SSE2 is part of x86_64; the load is unaligned and within the caller's bytes.
+        unsafe {
+            let g = _mm_loadu_si128(p.cast());
+            let found = _mm_movemask_epi8(_mm_cmpeq_epi8(g, _mm_set1_epi8(tag as i8))) as u32;
+            let empty = _mm_movemask_epi8(_mm_cmpeq_epi8(g, _mm_setzero_si128())) as u32;
+            (found, empty)
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let (mut found, mut empty) = (0u32, 0u32);
+        for i in 0..GROUP_LEN {
+            // SAFETY: i < GROUP_LEN, within the caller's bytes.
+            let c = unsafe { *p.add(i) };
+            found |= u32::from(c == tag) << i;
+            empty |= u32::from(c == EMPTY) << i;
+        }
+        (found, empty)
+    }
+}
+
 /// Whether a byte of UTF-8 text starts a character (is not a continuation byte).
 #[inline(always)]
 fn is_char_start(b: u8) -> bool {
@@ -546,7 +622,7 @@ pub struct Row<'a> {
 }
 
 impl<'a> Row<'a> {
-    /// The row's position in the file.
+    /// The number of the row's bucket: its position in the file.
     #[inline]
     pub fn index(&self) -> usize {
         let l = &self.table.l;
@@ -651,18 +727,20 @@ impl<'a> Iterator for Rows<'a> {
 
     #[inline]
     fn next(&mut self) -> Option<Row<'a>> {
-        let r = self.table.row(self.next)?;
-        self.next += 1;
-        Some(r)
+        while self.next < self.table.l.buckets {
+            let b = self.next;
+            self.next += 1;
+            if let Some(r) = self.table.bucket_row(b) {
+                return Some(r);
+            }
+        }
+        None
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
-        let n = self.table.len().saturating_sub(self.next);
-        (n, Some(n))
+        (0, Some(self.table.l.buckets.saturating_sub(self.next)))
     }
 }
-
-impl ExactSizeIterator for Rows<'_> {}
 
 /// Checks the header, the sections, the checksum and the schema of a file image.
 fn validate(
@@ -700,7 +778,7 @@ fn validate(
     // when its checksum would also fail.
     let mut sections = [
         ("the schema section", h.schema),
-        ("the index section", h.index),
+        ("the control section", h.index),
         ("the row section", h.rows),
         ("the string heap", h.heap),
     ];
@@ -761,26 +839,34 @@ fn validate(
     if h.row_count > MAX_ROWS {
         return Err(corrupt(format!("{} rows", h.row_count)));
     }
-    if Some(h.rows.len) != h.row_count.checked_mul(u64::from(h.row_width)) {
+    let buckets = h.index.len.checked_sub(GROUP_LEN as u64).ok_or_else(|| {
+        corrupt(format!(
+            "the control section has {} bytes, fewer than the {GROUP_LEN} that follow the last \
+             bucket",
+            h.index.len
+        ))
+    })?;
+    if Some(h.rows.len) != buckets.checked_mul(u64::from(h.row_width)) {
         return Err(corrupt(format!(
-            "the row section has {} bytes for {} rows of {} bytes",
-            h.rows.len, h.row_count, h.row_width
+            "the row section has {} bytes for {buckets} buckets of {} bytes",
+            h.rows.len, h.row_width
         )));
     }
-    if !h.bucket_count.is_power_of_two() || h.bucket_count <= h.row_count {
+    if h.home_count == 0 || h.home_count > buckets || h.row_count > buckets {
         return Err(corrupt(format!(
-            "{} index buckets for {} rows (needs a power of two above the row count)",
-            h.bucket_count, h.row_count
-        )));
-    }
-    if Some(h.index.len) != h.bucket_count.checked_mul(BUCKET_LEN as u64) {
-        return Err(corrupt(format!(
-            "the index section has {} bytes for {} buckets",
-            h.index.len, h.bucket_count
+            "{} home buckets and {} rows for {buckets} buckets",
+            h.home_count, h.row_count
         )));
     }
     if h.heap.len > MAX_HEAP {
         return Err(corrupt(format!("a string heap of {} bytes", h.heap.len)));
+    }
+    // The sections' ends were checked against the file above, so this cannot overflow.
+    if h.heap.offset + h.heap.len >= len {
+        return Err(corrupt(
+            "the string heap ends the file (it must be followed by at least one byte of padding)"
+                .to_string(),
+        ));
     }
     let schema = read_schema(bytes, &h, path)?;
     let heap = bytes
@@ -799,9 +885,9 @@ fn validate(
     let key = key_index as usize;
     let bitmap = bitmap_len(h.column_count) as usize;
     let l = Layout {
-        index_off: us(h.index.offset)?,
-        index_len: us(h.index.len)?,
-        mask: us(h.bucket_count - 1)?,
+        ctrl_off: us(h.index.offset)?,
+        buckets: us(buckets)?,
+        homes: us(h.home_count)?,
         rows_off: us(h.rows.offset)?,
         row_width: h.row_width as usize,
         row_count: us(h.row_count)?,
@@ -813,9 +899,11 @@ fn validate(
         key_slot: bitmap + key * SLOT_LEN,
     };
     // The invariants of `Layout`, which the checks above establish.
-    debug_assert!(l.index_off + (l.mask + 1) * BUCKET_LEN <= bytes.len());
-    debug_assert!(l.rows_off + l.row_count * l.row_width <= bytes.len());
+    debug_assert!(l.ctrl_off + l.buckets + GROUP_LEN <= bytes.len());
+    debug_assert!(1 <= l.homes && l.homes <= l.buckets);
+    debug_assert!(l.rows_off + l.buckets * l.row_width <= bytes.len());
     debug_assert!(l.row_width == bitmap + SLOT_LEN * schema.len() && key < schema.len());
+    debug_assert!(l.heap_off + l.heap_len < bytes.len());
     Ok((schema, l))
 }
 
