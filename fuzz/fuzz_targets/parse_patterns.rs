@@ -12,14 +12,24 @@ fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    match compile(&[Source { file: "fuzz.cep", text }], &CompileOptions::default()) {
+    match compile(
+        &[Source {
+            file: "fuzz.cep",
+            text,
+        }],
+        &CompileOptions::default(),
+    ) {
         Err(diags) => {
             // Rendering diagnostics must not panic either (carets on odd lines, tabs, UTF-8).
             let _ = diags.to_string();
         }
         Ok(prog) => {
             let prog = Arc::new(prog);
-            let mut engine = Engine::new(prog.clone(), EngineOptions { max_runs_per_key: 64 });
+            let opts = EngineOptions {
+                max_runs_per_key: 64,
+                ..EngineOptions::default()
+            };
+            let mut engine = Engine::new(prog.clone(), opts);
             let mut sink = |_: &Record<'_>| {};
             for i in 0..12i64 {
                 let mut ev = Event::with_slots(prog.fields.len());
