@@ -17,7 +17,9 @@ use super::format::{
 use super::swap::FileId;
 use super::TableError;
 use crate::event::Value;
-use memmap2::{Mmap, MmapMut, MmapOptions};
+use memmap2::MmapMut;
+#[cfg(not(miri))]
+use memmap2::{Mmap, MmapOptions};
 use smol_str::SmolStr;
 use std::fmt;
 use std::fs::File;
@@ -96,12 +98,30 @@ impl ColumnId {
 /// [`SharedTable`]: super::SharedTable
 /// [`build`]: super::build
 pub struct Table {
-    map: Mmap,
+    map: Bytes,
     path: PathBuf,
     schema: Schema,
     types: Box<[ColumnType]>,
     l: Layout,
     file_id: Option<FileId>,
+}
+
+/// The bytes of a table: a read-only mapping. Under Miri, which can neither map files nor
+/// change a mapping's protection, an anonymous writable mapping that is never written after
+/// it is filled, so that the reader's unchecked reads can be checked there.
+#[cfg(not(miri))]
+type Bytes = Mmap;
+#[cfg(miri)]
+type Bytes = MmapMut;
+
+/// Copies `bytes` into a fresh anonymous mapping.
+fn anon_copy(bytes: &[u8], path: &Path) -> Result<Bytes, TableError> {
+    // An empty mapping is an error on most systems; one byte stands in (validation rejects it).
+    let mut mm = MmapMut::map_anon(bytes.len().max(1)).map_err(|e| TableError::io(path, e))?;
+    mm[..bytes.len()].copy_from_slice(bytes);
+    #[cfg(not(miri))]
+    let mm = mm.make_read_only().map_err(|e| TableError::io(path, e))?;
+    Ok(mm)
 }
 
 /// The validated geometry of a file, as `usize` offsets into the mapping.
@@ -159,7 +179,14 @@ impl Table {
         if !meta.is_file() {
             return Err(TableError::corrupt(path, "not a regular file"));
         }
+        #[cfg(miri)]
+        let map = anon_copy(
+            &std::fs::read(path).map_err(|e| TableError::io(path, e))?,
+            path,
+        )?;
+        #[cfg(not(miri))]
         let mut mo = MmapOptions::new();
+        #[cfg(not(miri))]
         if opts.populate {
             mo.populate();
         }
@@ -169,8 +196,9 @@ impl Table {
         // checks of `validate` (the heap's UTF-8 included) rely on. Should a file be rewritten
         // anyway, the geometry was fixed at open against the mapping's length, so reads stay
         // within the mapping.
+        #[cfg(not(miri))]
         let map = unsafe { mo.map(&file) }.map_err(|e| TableError::io(path, e))?;
-        #[cfg(target_os = "linux")]
+        #[cfg(all(target_os = "linux", not(miri)))]
         if opts.huge_pages {
             // Advice only: kernels without huge pages for file mappings decline, which is fine.
             let _ = map.advise(memmap2::Advice::HugePage);
@@ -198,10 +226,8 @@ impl Table {
     pub fn from_bytes(bytes: &[u8], opts: &OpenOptions) -> Result<Table, TableError> {
         let path = Path::new("<memory>");
         let (schema, l) = validate(bytes, path, opts.verify_checksum)?;
-        // validate() accepted it, so it holds at least a header and the map is not empty.
-        let mut mm = MmapMut::map_anon(bytes.len()).map_err(|e| TableError::io(path, e))?;
-        mm.copy_from_slice(bytes);
-        let map = mm.make_read_only().map_err(|e| TableError::io(path, e))?;
+        // validate() accepted it, so it holds at least a header.
+        let map = anon_copy(bytes, path)?;
         Ok(Table {
             types: schema.columns().iter().map(|c| c.ty).collect(),
             map,
