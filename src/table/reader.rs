@@ -4,9 +4,9 @@
 //! the header's arithmetic, every section against the file's length, alignment, the schema, the
 //! UTF-8 of the string heap and (by default) the checksum. Rows and control bytes are not
 //! scanned: the geometry checked at open keeps every read of them inside its section (the
-//! invariants of `Layout`), and whatever a row or a control byte holds is checked where it is used, so
-//! a lookup in a corrupt file returns a miss or a null, never a panic or a read outside the
-//! mapping. [`Table::verify`] does the full scan when a caller wants proof that every row is
+//! invariants of `Layout`), and whatever a row or a control byte holds is checked where it is
+//! used, so a lookup in a corrupt file returns a miss or a null, never a panic or a read
+//! outside the mapping. [`Table::verify`] does the full scan when a caller wants proof that every row is
 //! readable and every key findable.
 
 use super::format::{
