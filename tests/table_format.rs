@@ -1364,3 +1364,39 @@ fn from_bytes_lookups_and_damaged_copies() {
         }
     }
 }
+
+/// Keys that all hash to the last home bucket: their probe runs past it into overflow buckets
+/// the builder adds (probing never wraps around), a group of sixteen control bytes is not
+/// enough to hold the run, and lookups, misses and `verify` all follow it there.
+#[test]
+fn probes_run_past_the_last_home_into_overflow_buckets() {
+    let rows = 40u64;
+    let homes = format::home_count_for(rows);
+    let last: Vec<i64> = (0i64..)
+        .filter(|&k| format::home(format::hash_int(k), homes) == homes - 1)
+        .take(rows as usize + 5)
+        .collect();
+    let (present, absent) = last.split_at(rows as usize);
+    let mut csv = String::from("k,v\n");
+    for k in present {
+        csv.push_str(&format!("{k},v{k}\n"));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = try_build(dir.path(), "last.csv", &csv, "k", None).unwrap();
+    let t = open(&path);
+    t.verify().unwrap();
+    let v = t.column("v").unwrap();
+    for k in present {
+        let r = t.get_int(*k).unwrap();
+        assert_eq!(r.str(v).unwrap(), format!("v{k}"));
+        assert!(r.index() as u64 >= homes - 1);
+    }
+    assert_eq!(
+        t.rows().map(|r| r.index() as u64).max(),
+        Some(homes - 1 + rows - 1),
+        "every key sits in its own bucket from the last home on"
+    );
+    for k in absent {
+        assert!(t.get_int(*k).is_none());
+    }
+}
