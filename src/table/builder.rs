@@ -940,15 +940,18 @@ impl<'a> Encoder<'a> {
         let homes = home_count_for(records);
         let buckets = usize::try_from(homes).map_err(|_| too_big())?;
         let rows_len = buckets.checked_mul(width).ok_or_else(too_big)?;
+        // Room for the overflow buckets probes may add past the last home (a handful at a load
+        // of three quarters), so that adding them does not reallocate the sections.
+        let spare = OVERFLOW_ROOM.min(buckets);
         Ok(Encoder {
             path,
             columns,
             key,
             width,
             bitmap: format::bitmap_len(columns.len() as u32) as usize,
-            ctrl: vec![EMPTY; buckets],
-            rows: vec![0; rows_len],
-            record_of: vec![0; buckets],
+            ctrl: zeroed(buckets, spare),
+            rows: zeroed(rows_len, spare * width),
+            record_of: zeroed(buckets, spare),
             scratch: vec![0; width],
             heap: Vec::new(),
             shared: vec![FxHashMap::default(); columns.len()],
@@ -1122,6 +1125,28 @@ impl<'a> Encoder<'a> {
             pos += 1;
         }
     }
+}
+
+/// Overflow buckets the builder makes room for up front.
+const OVERFLOW_ROOM: usize = 1024;
+
+/// `len` zeros, with room for `spare` more. `vec!` of zeros takes memory the system has
+/// already zeroed (pages are touched only when written), which writing the zeros would lose.
+fn zeroed<T: Clone + Default + Copy + Zero>(len: usize, spare: usize) -> Vec<T> {
+    let mut v = vec![T::ZERO; len];
+    v.reserve_exact(spare);
+    v
+}
+
+/// The zero of the section element types, for `vec!`'s zeroed-allocation path.
+trait Zero {
+    const ZERO: Self;
+}
+impl Zero for u8 {
+    const ZERO: u8 = 0;
+}
+impl Zero for u32 {
+    const ZERO: u32 = 0;
 }
 
 /// Aligns `n` up to the builder's section alignment.
