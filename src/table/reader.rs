@@ -610,15 +610,28 @@ unsafe fn group_masks(p: *const u8, tag: u8) -> (u32, u32) {
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
-        let (mut found, mut empty) = (0u32, 0u32);
-        for i in 0..GROUP_LEN {
-            // SAFETY: i < GROUP_LEN, within the caller's bytes.
-            let c = unsafe { *p.add(i) };
-            found |= u32::from(c == tag) << i;
-            empty |= u32::from(c == EMPTY) << i;
-        }
-        (found, empty)
+        // SAFETY: as the caller's contract.
+        unsafe { group_masks_scalar(p, tag) }
     }
+}
+
+/// [`group_masks`] one byte at a time: the version for targets without SSE2, and the reference
+/// the SSE2 version is tested against.
+///
+/// # Safety
+///
+/// As for [`group_masks`].
+#[cfg(any(test, not(target_arch = "x86_64")))]
+#[inline(always)]
+unsafe fn group_masks_scalar(p: *const u8, tag: u8) -> (u32, u32) {
+    let (mut found, mut empty) = (0u32, 0u32);
+    for i in 0..GROUP_LEN {
+        // SAFETY: i < GROUP_LEN, within the caller's bytes.
+        let c = unsafe { *p.add(i) };
+        found |= u32::from(c == tag) << i;
+        empty |= u32::from(c == EMPTY) << i;
+    }
+    (found, empty)
 }
 
 /// Whether a byte of UTF-8 text starts a character (is not a continuation byte).
@@ -989,6 +1002,36 @@ fn read_schema(bytes: &[u8], h: &Header, path: &Path) -> Result<Schema, TableErr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn group_masks_agree_with_the_byte_by_byte_version() {
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        for _ in 0..10_000 {
+            let mut g = [0u8; GROUP_LEN];
+            for b in &mut g {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                // Mostly empty and full bytes, some of each tag, a few invalid ones.
+                *b = match x % 4 {
+                    0 => EMPTY,
+                    1 => 0x80 | (x >> 8) as u8 & 0x03,
+                    2 => 0x80 | (x >> 8) as u8,
+                    _ => (x >> 8) as u8,
+                };
+            }
+            for tag in [0x80, 0x81, 0x82, 0x83, 0xff, (x >> 16) as u8 | 0x80] {
+                // SAFETY: `g` holds GROUP_LEN bytes.
+                let (fast, slow) = unsafe {
+                    (
+                        group_masks(g.as_ptr(), tag),
+                        group_masks_scalar(g.as_ptr(), tag),
+                    )
+                };
+                assert_eq!(fast, slow, "{g:02x?} tag {tag:#x}");
+            }
+        }
+    }
 
     #[test]
     fn floats_that_are_integers() {
