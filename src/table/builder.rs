@@ -949,9 +949,9 @@ impl<'a> Encoder<'a> {
             key,
             width,
             bitmap: format::bitmap_len(columns.len() as u32) as usize,
-            ctrl: zeroed(buckets, spare),
-            rows: zeroed(rows_len, spare * width),
-            record_of: zeroed(buckets, spare),
+            ctrl: zeroed(EMPTY, buckets, spare),
+            rows: zeroed(0, rows_len, spare * width),
+            record_of: zeroed(0, buckets, spare),
             scratch: vec![0; width],
             heap: Vec::new(),
             shared: vec![FxHashMap::default(); columns.len()],
@@ -1130,23 +1130,13 @@ impl<'a> Encoder<'a> {
 /// Overflow buckets the builder makes room for up front.
 const OVERFLOW_ROOM: usize = 1024;
 
-/// `len` zeros, with room for `spare` more. `vec!` of zeros takes memory the system has
-/// already zeroed (pages are touched only when written), which writing the zeros would lose.
-fn zeroed<T: Clone + Default + Copy + Zero>(len: usize, spare: usize) -> Vec<T> {
-    let mut v = vec![T::ZERO; len];
+/// `len` copies of `zero`, with room for `spare` more. `vec!` of a zero value takes memory the
+/// system has already zeroed (pages are touched only when written), which writing the zeros
+/// would lose.
+fn zeroed<T: Clone>(zero: T, len: usize, spare: usize) -> Vec<T> {
+    let mut v = vec![zero; len];
     v.reserve_exact(spare);
     v
-}
-
-/// The zero of the section element types, for `vec!`'s zeroed-allocation path.
-trait Zero {
-    const ZERO: Self;
-}
-impl Zero for u8 {
-    const ZERO: u8 = 0;
-}
-impl Zero for u32 {
-    const ZERO: u32 = 0;
 }
 
 /// Aligns `n` up to the builder's section alignment.
