@@ -98,7 +98,14 @@ impl Broker {
         }
     }
 
-    pub fn create_topic(&self, name: &str, partitions: i32) {
+    /// Creates each `(name, partitions)` topic.
+    pub fn create_topics(&self, topics: &[(&str, i32)]) {
+        for &(name, partitions) in topics {
+            self.create_topic(name, partitions);
+        }
+    }
+
+    fn create_topic(&self, name: &str, partitions: i32) {
         match self {
             Broker::Mock(m) => m.create_topic(name, partitions, 1).expect("create topic"),
             Broker::Tansu { .. } => {

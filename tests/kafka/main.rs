@@ -205,9 +205,7 @@ fn total(m: &BTreeMap<String, usize>) -> usize {
 #[test]
 fn matches_through_kafka_equal_replay() {
     let broker = Broker::start();
-    for (t, n) in [("events", 3), ("alerts", 1), ("dead", 1)] {
-        broker.create_topic(t, n);
-    }
+    broker.create_topics(&[("events", 3), ("alerts", 1), ("dead", 1)]);
     let setup = Setup::new(ARRIVAL_PATTERN);
     let lines = generate(4000, 60, 11);
     let want = replayed(ARRIVAL_PATTERN, &setup, &lines);
@@ -236,9 +234,7 @@ fn matches_through_kafka_equal_replay() {
 #[test]
 fn event_time_streams_are_merged_in_time_order() {
     let broker = Broker::start();
-    for (t, n) in [("payments", 2), ("bets", 2), ("alerts", 1), ("dead", 1)] {
-        broker.create_topic(t, n);
-    }
+    broker.create_topics(&[("payments", 2), ("bets", 2), ("alerts", 1), ("dead", 1)]);
     let pattern = std::fs::read_to_string("patterns/bonus_abuse.cep").unwrap();
     let setup = Setup::new(&pattern);
     let cfg = setup.config(
@@ -283,9 +279,7 @@ fn event_time_streams_are_merged_in_time_order() {
 #[test]
 fn malformed_events_go_to_the_dead_letter_topic() {
     let broker = Broker::start();
-    for (t, n) in [("events", 1), ("alerts", 1), ("dead", 1)] {
-        broker.create_topic(t, n);
-    }
+    broker.create_topics(&[("events", 1), ("alerts", 1), ("dead", 1)]);
     let setup = Setup::new(ARRIVAL_PATTERN);
     let d =
         Running::start(&setup.config("k.toml", &broker.bootstrap(), &[("events", "events")], ""));
@@ -325,9 +319,7 @@ fn malformed_events_go_to_the_dead_letter_topic() {
 #[test]
 fn two_daemons_in_one_group_share_the_partitions() {
     let broker = Broker::start();
-    for (t, n) in [("events", 4), ("alerts", 1), ("dead", 1)] {
-        broker.create_topic(t, n);
-    }
+    broker.create_topics(&[("events", 4), ("alerts", 1), ("dead", 1)]);
     let setup = Setup::new(ARRIVAL_PATTERN);
     let lines = generate(4000, 80, 12);
     let want = replayed(ARRIVAL_PATTERN, &setup, &lines);
@@ -383,9 +375,7 @@ impl Drop for Child {
 #[test]
 fn kill_9_and_restart_loses_no_match() {
     let broker = Broker::start();
-    for (t, n) in [("events", 2), ("alerts", 1), ("dead", 1)] {
-        broker.create_topic(t, n);
-    }
+    broker.create_topics(&[("events", 2), ("alerts", 1), ("dead", 1)]);
     let setup = Setup::new(ARRIVAL_PATTERN);
     let lines = generate(6000, 50, 13);
     let want = replayed(ARRIVAL_PATTERN, &setup, &lines);
@@ -505,9 +495,7 @@ fn consume_covering(
 fn broker_faults_lose_nothing() {
     use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
     let broker = Broker::mock();
-    for (t, n) in [("events", 2), ("alerts", 1), ("dead", 1)] {
-        broker.create_topic(t, n);
-    }
+    broker.create_topics(&[("events", 2), ("alerts", 1), ("dead", 1)]);
     let setup = Setup::new(ARRIVAL_PATTERN);
     let lines = generate(3000, 40, 14);
     let want = replayed(ARRIVAL_PATTERN, &setup, &lines);
@@ -556,9 +544,7 @@ fn broker_faults_lose_nothing() {
 #[test]
 fn exactly_once_produces_each_match_once() {
     let broker = Broker::mock();
-    for (t, n) in [("events", 2), ("alerts", 1), ("dead", 1)] {
-        broker.create_topic(t, n);
-    }
+    broker.create_topics(&[("events", 2), ("alerts", 1), ("dead", 1)]);
     let setup = Setup::new(ARRIVAL_PATTERN);
     let lines = generate(3000, 40, 15);
     let want = replayed(ARRIVAL_PATTERN, &setup, &lines);
@@ -612,9 +598,7 @@ fn unreachable_brokers_are_a_clear_error() {
 #[test]
 fn a_table_from_a_compacted_topic_follows_the_topic() {
     let broker = Broker::start();
-    for (t, n) in [("bets", 1), ("customers", 2), ("alerts", 1), ("dead", 1)] {
-        broker.create_topic(t, n);
-    }
+    broker.create_topics(&[("bets", 1), ("customers", 2), ("alerts", 1), ("dead", 1)]);
     // Rows keyed by customer; the key fills the `id` column.
     let rows = [
         (
@@ -694,9 +678,7 @@ fn a_table_from_a_compacted_topic_follows_the_topic() {
 #[test]
 fn revoked_partitions_drop_their_partial_matches() {
     let broker = Broker::start();
-    for (t, n) in [("events", 4), ("alerts", 1), ("dead", 1)] {
-        broker.create_topic(t, n);
-    }
+    broker.create_topics(&[("events", 4), ("alerts", 1), ("dead", 1)]);
     let setup = Setup::new(ARRIVAL_PATTERN);
     let lines = generate(2000, 80, 16);
     // The eager protocol (every partition revoked, then reassigned): librdkafka's mock cluster
@@ -734,9 +716,7 @@ fn revoked_partitions_drop_their_partial_matches() {
 fn sigterm_drains_and_commits_before_exit() {
     use rdkafka::consumer::{BaseConsumer, Consumer};
     let broker = Broker::start();
-    for (t, n) in [("events", 2), ("alerts", 1), ("dead", 1)] {
-        broker.create_topic(t, n);
-    }
+    broker.create_topics(&[("events", 2), ("alerts", 1), ("dead", 1)]);
     let setup = Setup::new(ARRIVAL_PATTERN);
     let lines = generate(1000, 30, 17);
     let port = std::net::TcpListener::bind("127.0.0.1:0")
