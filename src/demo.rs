@@ -406,30 +406,15 @@ fn write_summary(s: &DemoSummary, out: &mut dyn Write) {
         "  {:<28} {:>12}",
         "checkpoints committed", s.checkpoints
     );
-    let _ = writeln!(
-        out,
-        "  {:<28} {:>12}",
-        "match latency p50",
-        fmt_ns(s.match_p50_ns)
-    );
-    let _ = writeln!(
-        out,
-        "  {:<28} {:>12}",
-        "match latency p99",
-        fmt_ns(s.match_p99_ns)
-    );
-    let _ = writeln!(
-        out,
-        "  {:<28} {:>12}",
-        "match latency p99.9",
-        fmt_ns(s.match_p999_ns)
-    );
-    let _ = writeln!(
-        out,
-        "  {:<28} {:>12}",
-        "match latency max",
-        fmt_ns(s.match_max_ns)
-    );
+    for (what, ns) in [
+        ("p50", s.match_p50_ns),
+        ("p99", s.match_p99_ns),
+        ("p99.9", s.match_p999_ns),
+        ("max", s.match_max_ns),
+    ] {
+        let label = format!("match latency {what}");
+        let _ = writeln!(out, "  {:<28} {:>12}", label, fmt_ns(ns));
+    }
     let _ = writeln!(
         out,
         "  (match latency: from an event entering the pipeline to its shard being done with it)"
