@@ -24,6 +24,16 @@ fn customers(dir: &Path) -> SharedTable {
     SharedTable::open(&out, OpenOptions::default()).unwrap()
 }
 
+/// The case's pattern, compiled against the table `t`.
+fn case_program(t: &SharedTable) -> Arc<kairos::compile::Program> {
+    let text = std::fs::read_to_string(Path::new(CASE).join("pattern.cep")).unwrap();
+    let source = Source {
+        file: "pattern.cep",
+        text: &text,
+    };
+    Arc::new(compile(&[source], &options(t)).unwrap())
+}
+
 fn options(t: &SharedTable) -> CompileOptions {
     CompileOptions {
         tables: vec![TableDecl {
@@ -51,17 +61,7 @@ fn compile_err(text: &str, opts: &CompileOptions) -> String {
 fn a_pattern_enriched_from_a_table_gives_the_expected_records() {
     let dir = tempfile::tempdir().unwrap();
     let t = customers(dir.path());
-    let text = std::fs::read_to_string(Path::new(CASE).join("pattern.cep")).unwrap();
-    let prog = Arc::new(
-        compile(
-            &[Source {
-                file: "pattern.cep",
-                text: &text,
-            }],
-            &options(&t),
-        )
-        .unwrap(),
-    );
+    let prog = case_program(&t);
     let mut out = Vec::new();
     let opts = EngineOptions {
         tables: vec![("customers".into(), t)],
@@ -204,17 +204,7 @@ fn tables_and_columns_are_checked_when_patterns_compile() {
 fn a_replaced_table_is_read_from_the_next_event_on() {
     let dir = tempfile::tempdir().unwrap();
     let t = customers(dir.path());
-    let text = std::fs::read_to_string(Path::new(CASE).join("pattern.cep")).unwrap();
-    let prog = Arc::new(
-        compile(
-            &[Source {
-                file: "pattern.cep",
-                text: &text,
-            }],
-            &options(&t),
-        )
-        .unwrap(),
-    );
+    let prog = case_program(&t);
     let opts = EngineOptions {
         tables: vec![("customers".into(), t.clone())],
         ..EngineOptions::default()
