@@ -748,12 +748,16 @@ fn damaged_control_bytes_give_misses_and_verify_names_them() {
             .unwrap()
     };
     let key = key_of(&open(&path), full);
+    // The damaged bytes, written over the table and opened without the checksum.
+    let reopen = |b: &[u8]| {
+        std::fs::write(&path, b).unwrap();
+        Table::open(&path, &no_verify()).unwrap()
+    };
 
     // Another tag: the row is no longer found by its key, and verify says which bucket.
     let mut b = bytes.clone();
     b[ctrl + full] ^= 0x01;
-    std::fs::write(&path, &b).unwrap();
-    let t = Table::open(&path, &no_verify()).unwrap();
+    let t = reopen(&b);
     assert!(t.get_str(&key).is_none());
     let err = t.verify().unwrap_err().to_string();
     assert!(
@@ -764,8 +768,7 @@ fn damaged_control_bytes_give_misses_and_verify_names_them() {
     // A control byte that is neither empty nor full.
     let mut b = bytes.clone();
     b[ctrl + full] = 0x05;
-    std::fs::write(&path, &b).unwrap();
-    let t = Table::open(&path, &no_verify()).unwrap();
+    let t = reopen(&b);
     assert!(t.get_str(&key).is_none());
     let err = t.verify().unwrap_err().to_string();
     assert!(
@@ -778,8 +781,7 @@ fn damaged_control_bytes_give_misses_and_verify_names_them() {
     for c in &mut b[ctrl..ctrl + buckets + 16] {
         *c = 0xff;
     }
-    std::fs::write(&path, &b).unwrap();
-    let t = Table::open(&path, &no_verify()).unwrap();
+    let t = reopen(&b);
     assert!(t.get_str("nobody").is_none());
     exercise(&t);
     assert!(t.verify().is_err());
