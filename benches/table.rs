@@ -5,6 +5,8 @@
 //!   int and the first byte of a string). `impl` is `kairos` (the memory-mapped table),
 //!   `std` (`std::collections::HashMap<i64, Rec>`, SipHash) or `hashbrown`
 //!   (`hashbrown::HashMap<i64, Rec>`, foldhash).
+//! - `lookup_int/{N}/kairos_lookup_only_hit`: the table's lookup of a present key alone, without
+//!   reading its columns.
 //! - `lookup_str/1000000/...`: the same with string keys.
 //! - `open/{N}/{verified,unverified}`: `Table::open` with and without the checksum pass.
 //!
@@ -16,7 +18,7 @@
 //! Run: `cargo bench --bench table`.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use kairos::table::{build, BuildOptions, ColumnId, OpenOptions, Table};
+use kairos::table::{build, BuildOptions, ColumnId, OpenOptions, Row, Table};
 use std::hint::black_box;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -161,49 +163,15 @@ fn lookups(c: &mut Criterion) {
         let len = sample_len(n);
         let hits: Vec<i64> = sample(n, len, true, 1).into_iter().map(int_key).collect();
         let misses: Vec<i64> = sample(n, len, false, 2).into_iter().map(int_key).collect();
-        let mask = len - 1;
-
-        let mut g = c.benchmark_group(format!("lookup_int/{n}"));
-        g.sample_size(30)
-            .warm_up_time(Duration::from_millis(500))
-            .measurement_time(Duration::from_secs(2));
-        for (what, keys) in [("hit", &hits), ("miss", &misses)] {
-            g.bench_function(BenchmarkId::new("kairos", what), |b| {
-                let mut i = 0usize;
-                b.iter(|| {
-                    let k = keys[i & mask];
-                    i += 1;
-                    table.get_int(black_box(k)).map(|r| {
-                        use_row(
-                            r.float(cols.limit).unwrap_or(0.0),
-                            r.int(cols.score).unwrap_or(0),
-                            r.str(cols.segment).unwrap_or(""),
-                        )
-                    })
-                })
-            });
-            g.bench_function(BenchmarkId::new("std", what), |b| {
-                let mut i = 0usize;
-                b.iter(|| {
-                    let k = keys[i & mask];
-                    i += 1;
-                    std_map
-                        .get(&black_box(k))
-                        .map(|r| use_row(r.limit, r.score, &r.segment))
-                })
-            });
-            g.bench_function(BenchmarkId::new("hashbrown", what), |b| {
-                let mut i = 0usize;
-                b.iter(|| {
-                    let k = keys[i & mask];
-                    i += 1;
-                    hb_map
-                        .get(&black_box(k))
-                        .map(|r| use_row(r.limit, r.score, &r.segment))
-                })
-            });
-        }
-        g.finish();
+        lookup_group(
+            c,
+            &format!("lookup_int/{n}"),
+            [&hits, &misses],
+            &table,
+            &cols,
+            (&std_map, &hb_map),
+            |t, k| t.get_int(*k),
+        );
         drop((std_map, hb_map));
 
         let mut g = c.benchmark_group(format!("open/{n}"));
@@ -235,18 +203,44 @@ fn lookups(c: &mut Criterion) {
     let len = sample_len(n);
     let hits: Vec<String> = sample(n, len, true, 3).into_iter().map(str_key).collect();
     let misses: Vec<String> = sample(n, len, false, 4).into_iter().map(str_key).collect();
-    let mask = len - 1;
-    let mut g = c.benchmark_group(format!("lookup_str/{n}"));
+    lookup_group(
+        c,
+        &format!("lookup_str/{n}"),
+        [&hits, &misses],
+        &table,
+        &cols,
+        (&std_map, &hb_map),
+        |t, k| t.get_str(k),
+    );
+}
+
+/// One group of lookups: hits then misses, in the mapped table, `std` and hashbrown, each hit
+/// reading the same three fields; and, on hits, the table's lookup alone (`kairos_lookup_only`),
+/// which shows what reading the columns adds.
+fn lookup_group<K: Eq + std::hash::Hash>(
+    c: &mut Criterion,
+    name: &str,
+    [hits, misses]: [&Vec<K>; 2],
+    table: &Table,
+    cols: &Cols,
+    (std_map, hb_map): (
+        &std::collections::HashMap<K, Rec>,
+        &hashbrown::HashMap<K, Rec>,
+    ),
+    get: impl for<'t> Fn(&'t Table, &K) -> Option<Row<'t>>,
+) {
+    let mask = hits.len() - 1;
+    let mut g = c.benchmark_group(name);
     g.sample_size(30)
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2));
-    for (what, keys) in [("hit", &hits), ("miss", &misses)] {
+    for (what, keys) in [("hit", hits), ("miss", misses)] {
         g.bench_function(BenchmarkId::new("kairos", what), |b| {
             let mut i = 0usize;
             b.iter(|| {
-                let k = keys[i & mask].as_str();
+                let k = &keys[i & mask];
                 i += 1;
-                table.get_str(black_box(k)).map(|r| {
+                get(table, black_box(k)).map(|r| {
                     use_row(
                         r.float(cols.limit).unwrap_or(0.0),
                         r.int(cols.score).unwrap_or(0),
@@ -255,10 +249,20 @@ fn lookups(c: &mut Criterion) {
                 })
             })
         });
+        if what == "hit" {
+            g.bench_function(BenchmarkId::new("kairos_lookup_only", what), |b| {
+                let mut i = 0usize;
+                b.iter(|| {
+                    let k = &keys[i & mask];
+                    i += 1;
+                    get(table, black_box(k)).map(|r| r.index())
+                })
+            });
+        }
         g.bench_function(BenchmarkId::new("std", what), |b| {
             let mut i = 0usize;
             b.iter(|| {
-                let k = keys[i & mask].as_str();
+                let k = &keys[i & mask];
                 i += 1;
                 std_map
                     .get(black_box(k))
@@ -268,7 +272,7 @@ fn lookups(c: &mut Criterion) {
         g.bench_function(BenchmarkId::new("hashbrown", what), |b| {
             let mut i = 0usize;
             b.iter(|| {
-                let k = keys[i & mask].as_str();
+                let k = &keys[i & mask];
                 i += 1;
                 hb_map
                     .get(black_box(k))
