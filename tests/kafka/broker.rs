@@ -127,6 +127,9 @@ impl Broker {
         ClientConfig::new()
             .set("bootstrap.servers", self.bootstrap())
             .set("linger.ms", "0")
+            // Tests inject produce errors; retries must not reorder a key's events, or the
+            // engine would see another stream than the replay it is compared with.
+            .set("enable.idempotence", "true")
             .create()
             .unwrap()
     }

@@ -538,6 +538,8 @@ fn broker_faults_lose_nothing() {
         want.len(),
         missing.first()
     );
+    let extra: Vec<&String> = got.keys().filter(|k| !want.contains_key(*k)).collect();
+    assert!(extra.is_empty(), "records no replay produces: {extra:?}");
     assert_eq!(report.delivery_failures, 0);
 }
 
