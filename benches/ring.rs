@@ -3,10 +3,14 @@
 //!
 //! - `one_way/*`: messages per second from one thread to the other (a `u64` each).
 //! - `ping_pong/*`: the round trip of one message there and back (two queues).
+//! - `ping_pong_interleaved` (printed, not a criterion group): the Kairos ring and `rtrb`
+//!   alternating, round by round, so that both meet the same state of the machine; on a virtual
+//!   machine that state drifts between criterion's consecutive groups by more than the queues
+//!   differ.
 //!
-//! Run: `cargo bench --bench ring`.
+//! Run: `cargo bench --bench ring` (or `-- ping_pong_interleaved` for that one alone).
 
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use criterion::{criterion_group, Criterion, Throughput};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -282,5 +286,59 @@ fn bench(c: &mut Criterion) {
     g.finish();
 }
 
+/// Rounds of `ping_pong_interleaved`: each runs the two queues one after the other.
+const ROUNDS: usize = 30;
+
+/// Ping-pong of the Kairos ring and `rtrb` in alternation, each round starting with the other
+/// queue, so that both meet the same drift of the machine and each runs as often in rings
+/// allocated first as in rings that reuse the memory the other just freed. Prints the median
+/// round trip of each, overall and by its place in the round.
+fn ping_pong_interleaved() {
+    let per_trip = |d: Duration| d.as_nanos() as f64 / ROUND_TRIPS as f64;
+    // [queue][place in the round]: nanoseconds per round trip.
+    let mut got: [[Vec<f64>; 2]; 2] = Default::default();
+    for round in 0..ROUNDS {
+        let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+        for (place, queue) in order.into_iter().enumerate() {
+            let t = match queue {
+                0 => ping_pong(ROUND_TRIPS, kairos_pair(), kairos_pair()),
+                _ => ping_pong(ROUND_TRIPS, rtrb_pair(), rtrb_pair()),
+            };
+            got[queue][place].push(per_trip(t));
+        }
+    }
+    let median = |v: &[f64]| {
+        let mut v = v.to_vec();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    println!(
+        "ping_pong_interleaved: {ROUNDS} rounds of {ROUND_TRIPS} round trips, median ns per round trip"
+    );
+    for (name, by_place) in ["kairos_ring", "rtrb"].iter().zip(&got) {
+        let all: Vec<f64> = by_place.concat();
+        println!(
+            "  {name:<12} all {:>5.0}   run first {:>5.0}   run second {:>5.0}",
+            median(&all),
+            median(&by_place[0]),
+            median(&by_place[1])
+        );
+    }
+}
+
 criterion_group!(benches, bench);
-criterion_main!(benches);
+
+fn main() {
+    // Criterion's filter is the first argument that is not a flag; the interleaved run goes by
+    // the same name.
+    let filter = std::env::args()
+        .skip(1)
+        .find(|a| !a.starts_with('-'))
+        .unwrap_or_default();
+    if "ping_pong_interleaved".contains(filter.as_str()) {
+        assert!(cores().len() >= 2, "the ring benchmarks need two cores");
+        ping_pong_interleaved();
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}
