@@ -821,7 +821,10 @@ fn process_key(
                         node: None,
                         aggs: &p.aggs,
                     };
-                    let mut vals = path::NodeValues::new();
+                    // Sized once: a node with more values than fit inline gets one
+                    // allocation, not one per doubling as the values are pushed.
+                    let held = p.aggs.len() + p.captures.iter().filter(|(n, _)| *n == name).count();
+                    let mut vals = path::NodeValues::with_capacity(held);
                     for (i, spec) in p.aggs.iter().enumerate() {
                         let prev = run.path.as_ref().and_then(|n| n.vals[i].as_ref());
                         vals.push(if spec.name == name {
