@@ -446,23 +446,18 @@ impl<'a> Cursor<'a> {
             *out = Value::Str(SmolStr::new_inline(text));
             return Ok(());
         }
-        self.i = start - 1;
-        *out = Value::Str(self.string()?);
+        *out = Value::Str(self.string_of(start, end, flags)?);
         Ok(())
     }
 
-    fn string(&mut self) -> R<SmolStr> {
-        let start = self.i + 1;
-        let (end, flags) = self.string_span()?;
+    /// The string whose contents are `self.b[start..end]`, as [`Cursor::string_span`] found
+    /// them with `flags`: longer ASCII strings, and those that need UTF-8 validation or
+    /// unescaping.
+    fn string_of(&mut self, start: usize, end: usize, flags: u8) -> R<SmolStr> {
         let raw = &self.b[start..end];
         if flags == ASCII {
             // SAFETY: every byte is below 0x80, so the bytes are ASCII and therefore UTF-8.
-            let text = unsafe { std::str::from_utf8_unchecked(raw) };
-            return Ok(if text.len() <= 23 {
-                SmolStr::new_inline(text)
-            } else {
-                SmolStr::new(text)
-            });
+            return Ok(SmolStr::new(unsafe { std::str::from_utf8_unchecked(raw) }));
         }
         if flags & ESCAPED == 0 {
             return match std::str::from_utf8(raw) {
