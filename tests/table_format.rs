@@ -754,27 +754,22 @@ fn damaged_control_bytes_give_misses_and_verify_names_them() {
         Table::open(&path, &no_verify()).unwrap()
     };
 
-    // Another tag: the row is no longer found by its key, and verify says which bucket.
-    let mut b = bytes.clone();
-    b[ctrl + full] ^= 0x01;
-    let t = reopen(&b);
-    assert!(t.get_str(&key).is_none());
-    let err = t.verify().unwrap_err().to_string();
-    assert!(
-        err.contains(&format!("the row in bucket {full} is not found by its key")),
-        "{err}"
+    // The row's control byte replaced: its key misses, and verify says which bucket and why.
+    let damaged = |control: u8, report: String| {
+        let mut b = bytes.clone();
+        b[ctrl + full] = control;
+        let t = reopen(&b);
+        assert!(t.get_str(&key).is_none());
+        let err = t.verify().unwrap_err().to_string();
+        assert!(err.contains(&report), "{err}");
+    };
+    // Another tag.
+    damaged(
+        bytes[ctrl + full] ^ 0x01,
+        format!("the row in bucket {full} is not found by its key"),
     );
-
     // A control byte that is neither empty nor full.
-    let mut b = bytes.clone();
-    b[ctrl + full] = 0x05;
-    let t = reopen(&b);
-    assert!(t.get_str(&key).is_none());
-    let err = t.verify().unwrap_err().to_string();
-    assert!(
-        err.contains(&format!("bucket {full} has the control byte 0x05")),
-        "{err}"
-    );
+    damaged(0x05, format!("bucket {full} has the control byte 0x05"));
 
     // Every control byte full, the trailing group too: lookups end at the last bucket.
     let mut b = bytes.clone();
