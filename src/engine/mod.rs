@@ -181,13 +181,18 @@ struct Scratch {
     from_one: Vec<Run>,
     matches: Vec<Run>,
     cond_cache: Vec<u8>,
+    emit: EmitScratch,
+}
+
+/// What writing a record needs besides the match: borrowed apart from the run lists, so that
+/// the hot path reaches its buffers in place instead of moving them in and out of the scratch
+/// space (a moved `Vec` read back at once stalls on store forwarding).
+#[derive(Default)]
+struct EmitScratch {
     values: Vec<Value>,
     /// The lookup tables this event reads, by the program's table index (see
     /// [`Engine::refresh_tables`]).
     tables: Vec<Option<Arc<crate::table::Table>>>,
-    /// A key state for keys seen for the first time: inserted into the map only if the event
-    /// leaves a partial match open, so that events which start nothing cost no insert.
-    fresh: KeyState,
 }
 
 /// Everything an engine remembers between events: plain data, serializable, so that it can be
@@ -234,6 +239,10 @@ pub struct Engine {
     opts: EngineOptions,
     state: EngineState,
     scratch: Scratch,
+    /// A key state for keys seen for the first time: inserted into the map only if the event
+    /// leaves a partial match open, so that events which start nothing cost no insert. Empty
+    /// between events.
+    fresh: KeyState,
     stats: EngineStats,
     /// `(index, count)`: this engine owns only the keys that [`shard_of`] gives to `index`.
     shard: Option<(usize, usize)>,
@@ -296,6 +305,7 @@ impl Engine {
             },
             readers,
             scratch: Scratch::default(),
+            fresh: KeyState::default(),
             stats: EngineStats::default(),
             shard: None,
         };
@@ -310,8 +320,12 @@ impl Engine {
         if self.readers.is_empty() {
             return;
         }
-        self.scratch.tables.resize(self.readers.len(), None);
-        for (r, t) in self.readers.iter_mut().zip(self.scratch.tables.iter_mut()) {
+        self.scratch.emit.tables.resize(self.readers.len(), None);
+        for (r, t) in self
+            .readers
+            .iter_mut()
+            .zip(self.scratch.emit.tables.iter_mut())
+        {
             if let Some(r) = r {
                 r.current();
                 if !t.as_ref().is_some_and(|t| Arc::ptr_eq(r.held(), t)) {
@@ -424,7 +438,7 @@ impl Engine {
             // A key seen for the first time is processed in a spare state, inserted only if the
             // event leaves a partial match open, so that events which start nothing cost no
             // insert.
-            let mut fresh = None;
+            let mut is_fresh = false;
             let ks = match keys.get_mut(&key) {
                 Some(ks) => {
                     if ks.next_close <= now {
@@ -441,7 +455,10 @@ impl Engine {
                     }
                     ks
                 }
-                None => fresh.insert(std::mem::take(&mut self.scratch.fresh)),
+                None => {
+                    is_fresh = true;
+                    &mut self.fresh
+                }
             };
             process_key(
                 p,
@@ -460,15 +477,16 @@ impl Engine {
                 ks.origin = ev.origin;
                 schedule(timers, timer_seq, ks, &key);
             }
-            match (fresh, empty) {
-                (Some(spare), true) => self.scratch.fresh = spare,
-                (Some(ks), false) => {
-                    keys.insert(key, ks);
+            match (is_fresh, empty) {
+                // An event that leaves nothing open leaves the spare state as it found it.
+                (true, true) => {}
+                (true, false) => {
+                    keys.insert(key, std::mem::take(&mut self.fresh));
                 }
-                (None, true) => {
+                (false, true) => {
                     keys.remove(&key);
                 }
-                (None, false) => {}
+                (false, false) => {}
             }
         }
     }
@@ -617,13 +635,31 @@ fn advance_key(
             }
             stats.timeouts += 1;
             if let Some(spec) = &p.on_timeout {
-                emit(p, spec, key, ts, r.path.as_deref(), true, scratch, out);
+                emit(
+                    p,
+                    spec,
+                    key,
+                    ts,
+                    r.path.as_deref(),
+                    true,
+                    &mut scratch.emit,
+                    out,
+                );
             }
         }
         expiring.retain(|r| p.nfa.states[r.state as usize].kind == StateKind::Pending);
         if !expiring.is_empty() {
             let mut open: Vec<Run> = ks.runs.drain(..).collect();
-            emit_matches(p, &mut expiring, &mut open, key, ts, scratch, stats, out);
+            emit_matches(
+                p,
+                &mut expiring,
+                &mut open,
+                key,
+                ts,
+                &mut scratch.emit,
+                stats,
+                out,
+            );
             ks.runs.extend(open);
         }
         scratch.matches = expiring;
@@ -700,11 +736,19 @@ fn process_key(
     out: &mut dyn Output,
 ) {
     let nfa = &p.nfa;
-    scratch.cond_cache.clear();
-    scratch.cond_cache.resize(2 * p.conds.len(), 0);
-    let mut new_runs = std::mem::take(&mut scratch.new_runs);
-    let mut matches = std::mem::take(&mut scratch.matches);
-    let mut from_one = std::mem::take(&mut scratch.from_one);
+    // Each buffer is borrowed where it lies: moving a `Vec` out and back every event costs a
+    // store-forwarding stall when it is read again at once.
+    let Scratch {
+        stack,
+        edges,
+        new_runs,
+        from_one,
+        matches,
+        cond_cache,
+        emit: em,
+    } = scratch;
+    cond_cache.clear();
+    cond_cache.resize(2 * p.conds.len(), 0);
     new_runs.clear();
     matches.clear();
     let ts_unit = prog.unit.from_nanos(now);
@@ -722,7 +766,7 @@ fn process_key(
         let is_start = ri == nruns;
         let run: &Run = if is_start { &start } else { &ks.runs[ri] };
         let cx = EvalCtx {
-            tables: &scratch.tables,
+            tables: &em.tables,
             ev: Some(ev),
             ts: ts_unit,
             key,
@@ -730,28 +774,28 @@ fn process_key(
             aggs: &p.aggs,
         };
         // The decision graph: follow PROCEED edges, collect TAKE and IGNORE edges that hold.
-        scratch.edges.clear();
-        scratch.stack.clear();
-        scratch.stack.push(run.state);
+        edges.clear();
+        stack.clear();
+        stack.push(run.state);
         let mut budget = walk_limit(p);
-        while let Some(s) = scratch.stack.pop() {
+        while let Some(s) = stack.pop() {
             for e in &nfa.states[s as usize].edges {
                 if is_start && e.action == Action::Ignore {
                     continue;
                 }
-                if !holds(&e.cond, p, &cx, &mut scratch.cond_cache) {
+                if !holds(&e.cond, p, &cx, cond_cache) {
                     continue;
                 }
                 match e.action {
                     Action::Proceed => {
                         if budget > 0 {
                             budget -= 1;
-                            scratch.stack.push(e.target);
+                            stack.push(e.target);
                         }
                     }
                     // IGNORE edges of the start state create nothing: a new start replaces it.
                     Action::Ignore if is_start => {}
-                    Action::Ignore => scratch.edges.push((Action::Ignore, e.target, None)),
+                    Action::Ignore => edges.push((Action::Ignore, e.target, None)),
                     Action::Take => {
                         let bind = match &e.bind {
                             Bind::None => None,
@@ -759,15 +803,15 @@ fn process_key(
                             Bind::FirstOf(alts) => alts
                                 .iter()
                                 .copied()
-                                .find(|a| holds(&Cond::Def(*a), p, &cx, &mut scratch.cond_cache))
+                                .find(|a| holds(&Cond::Def(*a), p, &cx, cond_cache))
                                 .or(alts.first().copied()),
                         };
-                        scratch.edges.push((Action::Take, e.target, bind))
+                        edges.push((Action::Take, e.target, bind))
                     }
                 }
             }
         }
-        if let [(Action::Ignore, target, _)] = scratch.edges[..] {
+        if let [(Action::Ignore, target, _)] = edges[..] {
             if target == run.state {
                 // The run stays as it is.
                 if changed {
@@ -776,19 +820,19 @@ fn process_key(
                 continue;
             }
         }
-        if is_start && scratch.edges.is_empty() {
+        if is_start && edges.is_empty() {
             continue;
         }
         if !changed {
             changed = true;
             new_runs.extend(ks.runs[..ri].iter().cloned());
         }
-        if scratch.edges.is_empty() {
+        if edges.is_empty() {
             continue;
         }
         from_one.clear();
         let mut discard = false;
-        for &(action, target, bind) in scratch.edges.iter() {
+        for &(action, target, bind) in edges.iter() {
             let kind = nfa.states[target as usize].kind;
             match action {
                 Action::Ignore => {
@@ -814,7 +858,7 @@ fn process_key(
                     }
                     let name = bind.unwrap_or(0);
                     let cur = EvalCtx {
-                        tables: &scratch.tables,
+                        tables: &em.tables,
                         ev: Some(ev),
                         ts: ts_unit,
                         key,
@@ -855,8 +899,7 @@ fn process_key(
                         start_ts,
                         start_seq,
                     };
-                    if let Some(fin) = final_after_proceed(p, target, &cx, &mut scratch.cond_cache)
-                    {
+                    if let Some(fin) = final_after_proceed(p, target, &cx, cond_cache) {
                         matches.push(Run {
                             state: fin,
                             ..r.clone()
@@ -872,25 +915,13 @@ fn process_key(
             }
         }
         if !discard {
-            new_runs.append(&mut from_one);
+            new_runs.append(from_one);
         }
     }
     if !changed {
-        scratch.new_runs = new_runs;
-        scratch.matches = matches;
-        scratch.from_one = from_one;
         return;
     }
-    emit_matches(
-        p,
-        &mut matches,
-        &mut new_runs,
-        key,
-        ts_unit,
-        scratch,
-        stats,
-        out,
-    );
+    emit_matches(p, matches, new_runs, key, ts_unit, em, stats, out);
     if new_runs.len() > opts.max_runs_per_key {
         let excess = new_runs.len() - opts.max_runs_per_key;
         new_runs.sort_by_key(|r| r.start_seq);
@@ -904,9 +935,6 @@ fn process_key(
         .unwrap_or(i64::MAX);
     ks.runs.clear();
     ks.runs.extend(new_runs.drain(..));
-    scratch.new_runs = new_runs;
-    scratch.matches = matches;
-    scratch.from_one = from_one;
 }
 
 /// The FINAL state reachable from `state` by PROCEED edges that hold for the event just taken.
@@ -993,7 +1021,7 @@ fn emit_matches(
     open: &mut Vec<Run>,
     key: &Value,
     ts: i64,
-    scratch: &mut Scratch,
+    em: &mut EmitScratch,
     stats: &mut EngineStats,
     out: &mut dyn Output,
 ) {
@@ -1019,7 +1047,7 @@ fn emit_matches(
         let m = matches[i].clone();
         i += 1;
         stats.matches += 1;
-        emit(p, &p.emit, key, ts, m.path.as_deref(), false, scratch, out);
+        emit(p, &p.emit, key, ts, m.path.as_deref(), false, em, out);
         let Some(prune) = pruning(p.skip, &m) else {
             continue;
         };
@@ -1095,20 +1123,20 @@ fn emit(
     ts: i64,
     path: Option<&PathNode>,
     timeout: bool,
-    scratch: &mut Scratch,
+    em: &mut EmitScratch,
     out: &mut dyn Output,
 ) {
     let cx = EvalCtx {
-        tables: &scratch.tables,
+        tables: &em.tables,
         ev: None,
         ts,
         key,
         node: path,
         aggs: &p.aggs,
     };
-    scratch.values.clear();
+    em.values.clear();
     for (_, e) in &spec.fields {
-        scratch.values.push(e.eval(&cx).into_owned());
+        em.values.push(e.eval(&cx).into_owned());
     }
     out.record(&Record {
         pattern: &p.name,
@@ -1117,7 +1145,7 @@ fn emit(
         ts,
         timeout,
         names: &spec.fields,
-        values: &scratch.values,
+        values: &em.values,
     });
 }
 
