@@ -815,7 +815,7 @@ fn process_key(
             if target == run.state {
                 // The run stays as it is.
                 if changed {
-                    new_runs.push(run.clone());
+                    new_runs.push(stays(ri));
                 }
                 continue;
             }
@@ -825,7 +825,7 @@ fn process_key(
         }
         if !changed {
             changed = true;
-            new_runs.extend(ks.runs[..ri].iter().cloned());
+            new_runs.extend((0..ri).map(stays));
         }
         if edges.is_empty() {
             continue;
@@ -921,6 +921,14 @@ fn process_key(
     if !changed {
         return;
     }
+    // The runs that stay move into the new list: cloning them would write the reference count
+    // of a bound event that this event did not otherwise touch, an atomic write to a line that is
+    // usually not cached, which the CPU cannot overlap with anything.
+    for r in new_runs.iter_mut() {
+        if r.state == STAYS {
+            *r = std::mem::replace(&mut ks.runs[r.start_seq as usize], stays(0));
+        }
+    }
     emit_matches(p, matches, new_runs, key, ts_unit, em, stats, out);
     if new_runs.len() > opts.max_runs_per_key {
         let excess = new_runs.len() - opts.max_runs_per_key;
@@ -935,6 +943,21 @@ fn process_key(
         .unwrap_or(i64::MAX);
     ks.runs.clear();
     ks.runs.extend(new_runs.drain(..));
+}
+
+/// Marks, in the list of runs being rebuilt, the place of run `index` of the key, which stays
+/// as it is: it is moved there once the new list is complete. No automaton has this state
+/// ([`crate::compile::nfa::MAX_STATES`] is far below it).
+const STAYS: StateId = StateId::MAX;
+
+#[inline]
+fn stays(index: usize) -> Run {
+    Run {
+        state: STAYS,
+        path: None,
+        start_ts: 0,
+        start_seq: index as u64,
+    }
 }
 
 /// The FINAL state reachable from `state` by PROCEED edges that hold for the event just taken.
