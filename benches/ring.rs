@@ -4,9 +4,9 @@
 //! - `one_way/*`: messages per second from one thread to the other (a `u64` each).
 //! - `ping_pong/*`: the round trip of one message there and back (two queues).
 //! - `ping_pong_interleaved` (printed, not a criterion group): the Kairos ring and `rtrb`
-//!   alternating, round by round, so that both meet the same state of the machine; on a virtual
+//!   alternating, round by round, so that both meet the same state of the machine (on a virtual
 //!   machine that state drifts between criterion's consecutive groups by more than the queues
-//!   differ.
+//!   differ), each both ways and each in one direction only.
 //!
 //! Run: `cargo bench --bench ring` (or `-- ping_pong_interleaved` for that one alone).
 
@@ -207,8 +207,9 @@ fn one_way_kairos_batched(n: u64) -> Duration {
     elapsed
 }
 
-/// `n` round trips: this thread sends, a thread on the other core echoes.
-fn ping_pong<T: Tx, R: Rx>(n: u64, there: (T, R), back: (T, R)) -> Duration {
+/// `n` round trips: this thread sends, a thread on the other core echoes. The two directions
+/// may use different queues.
+fn ping_pong<T: Tx, R: Rx, T2: Tx, R2: Rx>(n: u64, there: (T, R), back: (T2, R2)) -> Duration {
     pin(0);
     let (mut to_echo, mut at_echo) = there;
     let (mut from_echo, mut at_home) = back;
@@ -286,25 +287,32 @@ fn bench(c: &mut Criterion) {
     g.finish();
 }
 
-/// Rounds of `ping_pong_interleaved`: each runs the two queues one after the other.
+/// Rounds of `ping_pong_interleaved`: each runs every configuration once.
 const ROUNDS: usize = 30;
 
-/// Ping-pong of the Kairos ring and `rtrb` in alternation, each round starting with the other
-/// queue, so that both meet the same drift of the machine and each runs as often in rings
-/// allocated first as in rings that reuse the memory the other just freed. Prints the median
-/// round trip of each, overall and by its place in the round.
+/// Ping-pong of the Kairos ring and `rtrb` in alternation, each round starting with another
+/// configuration, so that all meet the same drift of the machine. Besides each queue both ways,
+/// the two mixed configurations (one queue from the sending thread to the echoing one, the other
+/// queue back) show in which direction a difference lies. Prints the median round trip of each.
 fn ping_pong_interleaved() {
     let per_trip = |d: Duration| d.as_nanos() as f64 / ROUND_TRIPS as f64;
-    // [queue][place in the round]: nanoseconds per round trip.
-    let mut got: [[Vec<f64>; 2]; 2] = Default::default();
+    const CONFIGS: [&str; 4] = [
+        "kairos_ring both ways",
+        "rtrb both ways",
+        "kairos_ring there, rtrb back",
+        "rtrb there, kairos_ring back",
+    ];
+    let mut got: [Vec<f64>; 4] = Default::default();
     for round in 0..ROUNDS {
-        let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
-        for (place, queue) in order.into_iter().enumerate() {
-            let t = match queue {
+        for i in 0..CONFIGS.len() {
+            let config = (round + i) % CONFIGS.len();
+            let t = match config {
                 0 => ping_pong(ROUND_TRIPS, kairos_pair(), kairos_pair()),
-                _ => ping_pong(ROUND_TRIPS, rtrb_pair(), rtrb_pair()),
+                1 => ping_pong(ROUND_TRIPS, rtrb_pair(), rtrb_pair()),
+                2 => ping_pong(ROUND_TRIPS, kairos_pair(), rtrb_pair()),
+                _ => ping_pong(ROUND_TRIPS, rtrb_pair(), kairos_pair()),
             };
-            got[queue][place].push(per_trip(t));
+            got[config].push(per_trip(t));
         }
     }
     let median = |v: &[f64]| {
@@ -315,14 +323,8 @@ fn ping_pong_interleaved() {
     println!(
         "ping_pong_interleaved: {ROUNDS} rounds of {ROUND_TRIPS} round trips, median ns per round trip"
     );
-    for (name, by_place) in ["kairos_ring", "rtrb"].iter().zip(&got) {
-        let all: Vec<f64> = by_place.concat();
-        println!(
-            "  {name:<12} all {:>5.0}   run first {:>5.0}   run second {:>5.0}",
-            median(&all),
-            median(&by_place[0]),
-            median(&by_place[1])
-        );
+    for (name, v) in CONFIGS.iter().zip(&got) {
+        println!("  {name:<30} {:>5.0}", median(v));
     }
 }
 
