@@ -1,8 +1,8 @@
 //! Model check of the ring's memory ordering: under every interleaving loom explores, the
 //! consumer reads exactly what the producer wrote, in order, and nothing is dropped twice.
 //!
-//! Run: `RUSTFLAGS="--cfg loom" cargo test --release --test loom_ring`
-#![cfg(loom)]
+//! Run: `RUSTFLAGS="--cfg kairos_loom" cargo test --release --test loom_ring`
+#![cfg(kairos_loom)]
 
 use kairos::ring::ring;
 
