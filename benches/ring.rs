@@ -6,7 +6,7 @@
 //! - `ping_pong_interleaved` (printed, not a criterion group): the Kairos ring and `rtrb`
 //!   alternating, round by round, so that both meet the same state of the machine (on a virtual
 //!   machine that state drifts between criterion's consecutive groups by more than the queues
-//!   differ), each both ways and each in one direction only.
+//!   differ), each both ways, and each one way with the other queue carrying the way back.
 //!
 //! Run: `cargo bench --bench ring` (or `-- ping_pong_interleaved` for that one alone).
 

@@ -93,6 +93,31 @@ fn a_panicking_batch_consumer_loses_and_repeats_nothing() {
 }
 
 #[test]
+fn a_panicking_batch_producer_publishes_what_it_wrote() {
+    let drops = Arc::new(AtomicUsize::new(0));
+    let (mut tx, mut rx) = ring::<Counted>(8, false, false);
+    let made = drops.clone();
+    let mut n = 0;
+    let mut items = std::iter::from_fn(|| {
+        n += 1;
+        if n == 4 {
+            panic!("producer fails");
+        }
+        Some(Counted(made.clone()))
+    });
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| tx.push_iter(&mut items)));
+    assert!(r.is_err());
+    // The three written before the panic are published, readable once, and dropped once.
+    let mut got = 0;
+    rx.pop_batch(10, |_| got += 1);
+    assert_eq!(got, 3);
+    assert_eq!(drops.load(Ordering::SeqCst), 3);
+    assert!(tx.try_push(Counted(drops.clone())).is_ok());
+    drop((tx, rx));
+    assert_eq!(drops.load(Ordering::SeqCst), 4);
+}
+
+#[test]
 fn disconnection_is_seen_by_both_sides() {
     let (mut tx, rx) = ring::<u32>(2, false, false);
     drop(rx);

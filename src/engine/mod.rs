@@ -949,6 +949,7 @@ fn process_key(
 /// as it is: it is moved there once the new list is complete. No automaton has this state
 /// ([`crate::compile::nfa::MAX_STATES`] is far below it).
 const STAYS: StateId = StateId::MAX;
+const _: () = assert!(crate::compile::nfa::MAX_STATES < STAYS as usize);
 
 #[inline]
 fn stays(index: usize) -> Run {

@@ -245,20 +245,35 @@ impl<T> Producer<T> {
     pub fn push_iter(&mut self, items: &mut impl Iterator<Item = T>) -> usize {
         self.cached_head = self.shared.head.load(Ordering::Acquire);
         let room = self.free();
-        let mut n = 0;
-        while n < room {
+        /// Publishes the items written so far even if the iterator panics, so that none is
+        /// left written but unpublished.
+        struct Publish<'a, T> {
+            producer: &'a mut Producer<T>,
+            written: usize,
+        }
+        impl<T> Drop for Publish<'_, T> {
+            fn drop(&mut self) {
+                if self.written > 0 {
+                    let tail = self.producer.tail.wrapping_add(self.written);
+                    self.producer.publish(tail);
+                }
+            }
+        }
+        let mut guard = Publish {
+            producer: self,
+            written: 0,
+        };
+        while guard.written < room {
             let Some(v) = items.next() else { break };
+            let p = &*guard.producer;
             // SAFETY: as in `try_push`, for each of the `room` free slots.
             unsafe {
-                slot_at(self.slots, self.mask, self.tail.wrapping_add(n))
-                    .with_mut(|p| (*p).write(v))
+                slot_at(p.slots, p.mask, p.tail.wrapping_add(guard.written))
+                    .with_mut(|s| (*s).write(v))
             };
-            n += 1;
+            guard.written += 1;
         }
-        if n > 0 {
-            self.publish(self.tail.wrapping_add(n));
-        }
-        n
+        guard.written
     }
 
     /// Pushes one value, waiting while the ring is full. Fails only when the consumer is gone.
