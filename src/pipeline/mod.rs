@@ -34,8 +34,10 @@
 //! assert_eq!(report.events, 4);
 //! ```
 
+mod clock;
 mod layout;
 
+pub use clock::now_ns;
 pub use layout::{available_cores, Layout, LayoutError};
 
 use crate::compile::Program;
@@ -51,12 +53,6 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::Instant;
-
-/// Nanoseconds on a process-wide monotonic clock: stamps an event when it enters the pipeline.
-pub fn now_ns() -> u64 {
-    static BASE: OnceLock<Instant> = OnceLock::new();
-    BASE.get_or_init(Instant::now).elapsed().as_nanos() as u64
-}
 
 /// What travels from the source to a shard.
 enum ToShard {
