@@ -1,11 +1,11 @@
 //! The pipeline's clock: nanoseconds since its first reading, the same for every thread.
 //!
 //! Every event is stamped as it enters the pipeline, and each stage reads the clock again as the
-//! event leaves it: three readings per event on the hot path. `Instant::now` costs about 22 ns
-//! on the machine of BENCHMARKS.md, the CPU's time-stamp counter about 8 ns. Where the counter
-//! is invariant (it ticks at one rate in every power state and on every core: x86_64 with
-//! CPUID leaf 8000_0007h, EDX bit 8), the clock reads it, scaled by its rate as measured against
-//! `Instant` over the first 2 ms; elsewhere it reads `Instant`.
+//! event leaves it: three readings per event on the hot path. `Instant::now` costs about 17 ns
+//! on the machine of BENCHMARKS.md, a reading of this clock 9 ns (`cargo bench --bench clock`).
+//! Where the CPU's time-stamp counter is invariant (it ticks at one rate in every power state
+//! and on every core: x86_64 with CPUID leaf 8000_0007h, EDX bit 8), the clock reads it, scaled
+//! by its rate as measured against `Instant` over the first 2 ms; elsewhere it reads `Instant`.
 
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
