@@ -102,10 +102,6 @@ pub struct KeyState {
     scheduled: i64,
     /// The origin of the key's last event (see [`Event::origin`]).
     pub origin: u32,
-    /// The states the runs are in, a bit each (see [`state_bits`]): an event that leaves all of
-    /// them as they are is decided without reading the runs.
-    #[serde(skip, default = "unknown_states")]
-    states: u64,
 }
 
 impl Default for KeyState {
@@ -115,23 +111,8 @@ impl Default for KeyState {
             next_close: i64::MAX,
             scheduled: i64::MAX,
             origin: 0,
-            states: 0,
         }
     }
-}
-
-/// Bit 63 stands for every state from 63 on: a key with a run in one of them always has its runs
-/// read.
-const OTHER_STATES: u64 = 1 << 63;
-
-fn unknown_states() -> u64 {
-    OTHER_STATES
-}
-
-/// The bits of the states `runs` are in.
-fn state_bits(runs: &[Run]) -> u64 {
-    runs.iter()
-        .fold(0, |m, r| m | 1u64 << (r.state as u32).min(63))
 }
 
 /// The state of one pattern: its keys and their timers.
@@ -690,7 +671,6 @@ fn advance_key(
         .map(|r| window_close(p, r))
         .min()
         .unwrap_or(i64::MAX);
-    ks.states = state_bits(&ks.runs);
 }
 
 /// Evaluates an edge condition against a run.
@@ -785,12 +765,7 @@ fn holds_for_event(
 /// the walk [`process_key`] makes from the state, on the conditions [`holds_for_event`] settles,
 /// ends in exactly one IGNORE edge back to the state. False where it cannot tell. A run in such a
 /// state is passed over without reading its history.
-fn quiet(
-    p: &CompiledPattern,
-    state: StateId,
-    cx: &EvalCtx<'_>,
-    cache: &mut [u8],
-) -> bool {
+fn quiet(p: &CompiledPattern, state: StateId, cx: &EvalCtx<'_>, cache: &mut [u8]) -> bool {
     let mut stack = smallstack::Stack::new(state);
     let mut budget = walk_limit(p);
     let mut stays = false;
@@ -814,29 +789,6 @@ fn quiet(
         }
     }
     stays
-}
-
-/// Whether the event leaves every run in the `states` (bits of [`state_bits`]) as it is.
-#[inline]
-fn all_quiet(
-    states: u64,
-    p: &CompiledPattern,
-    verdicts: &mut QuietCache,
-    cx: &EvalCtx<'_>,
-    cache: &mut [u8],
-) -> bool {
-    if states & OTHER_STATES != 0 {
-        return false;
-    }
-    let mut bits = states;
-    while bits != 0 {
-        let state = bits.trailing_zeros() as StateId;
-        if !verdicts.get(p, state, cx, cache) {
-            return false;
-        }
-        bits &= bits - 1;
-    }
-    true
 }
 
 /// The per-event verdicts of [`quiet`], by state: `verdicts[s]` is `(epoch, quiet)`, current
@@ -940,14 +892,7 @@ fn process_key(
         node: None,
         aggs: &p.aggs,
     };
-    // The usual event leaves every run of its key as it is: when the event alone says so for
-    // each state the runs are in, the runs are not read at all.
-    let first = if all_quiet(ks.states, p, quiet, &event_only, cond_cache) {
-        nruns
-    } else {
-        0
-    };
-    for ri in first..=nruns {
+    for ri in 0..=nruns {
         let is_start = ri == nruns;
         let run: &Run = if is_start { &start } else { &ks.runs[ri] };
         if !is_start && quiet.get(p, run.state, &event_only, cond_cache) {
@@ -1132,7 +1077,6 @@ fn process_key(
         .map(|r| window_close(p, r))
         .min()
         .unwrap_or(i64::MAX);
-    ks.states = state_bits(new_runs);
     ks.runs.clear();
     ks.runs.extend(new_runs.drain(..));
 }
@@ -1368,6 +1312,54 @@ fn emit(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::compile::{compile, CompileOptions, Source};
+
+    /// `quiet` lets a run be passed over only where the event alone settles every edge of its
+    /// state; a condition that reads the run's history, with its event-local part holding, must
+    /// send the run through the full walk.
+    #[test]
+    fn quiet_states_are_those_the_event_alone_settles() {
+        let text = "pattern p\n  from events\n  key user\n  time ts\n  within 1h\n  match d -> w\n  define\n    d = (type == \"deposit\")\n    w = (type == \"withdrawal\" and amount >= d.amount)\n  emit out { user: key }\n";
+        let prog = compile(
+            &[Source {
+                file: "q.cep",
+                text,
+            }],
+            &CompileOptions::default(),
+        )
+        .unwrap();
+        let p = &prog.patterns[0];
+        let slot = |f: &str| prog.fields.iter().position(|x| x == &[f]).unwrap();
+        // The state waiting for `w`: the target of the start's TAKE edge.
+        let start = &p.nfa.states[p.nfa.start as usize];
+        let waiting = start
+            .edges
+            .iter()
+            .find(|e| e.action == Action::Take)
+            .unwrap()
+            .target;
+        let verdict = |kind: &str, state: StateId| {
+            let mut ev = Event::with_slots(prog.fields.len());
+            ev.slots[slot("type")] = Value::from(kind);
+            ev.slots[slot("amount")] = Value::Int(10);
+            let cx = EvalCtx {
+                tables: &[],
+                ev: Some(&ev),
+                ts: 0,
+                key: &Value::Null,
+                node: None,
+                aggs: &p.aggs,
+            };
+            let mut cache = vec![0u8; 2 * p.conds.len()];
+            quiet(p, state, &cx, &mut cache)
+        };
+        // A bet cannot be `w`: the run stays, whatever its deposit was.
+        assert!(verdict("bet", waiting));
+        // A withdrawal may be `w`, depending on the deposit: the run must be looked at.
+        assert!(!verdict("withdrawal", waiting));
+        // A deposit is taken from the start state: a change, not quiet.
+        assert!(!verdict("deposit", p.nfa.start));
+    }
 
     /// The memory a partial match costs is part of the engine's contract (see BENCHMARKS.md):
     /// a run is a state, a pointer and its start; a bound event is one shared node.
