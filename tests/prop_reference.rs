@@ -1,7 +1,8 @@
 //! The engine against a naive reference evaluator (`tests/reference`): random sequence patterns
 //! (plain, optional and looping steps joined strictly, relaxed or any, an optional negation in
-//! the middle, an optional `within`) over random small inputs, with `skip none`, must produce the
-//! same multiset of matches, timestamps included.
+//! the middle, an optional `within`; conditions on the event alone, and some that also read the
+//! step's running sum) over random small inputs, with `skip none`, must produce the same multiset
+//! of matches, timestamps included.
 
 mod common;
 mod reference;
@@ -130,6 +131,10 @@ struct GStep {
     op: Contig,
     cond: GCond,
     quant: Quant,
+    /// `and sum(sI.price) < N` after the condition: a condition that reads the partial match
+    /// (its step's iterations, the candidate included), which the engine cannot settle from the
+    /// event alone.
+    sum_below: Option<i64>,
 }
 
 #[derive(Clone, Debug)]
@@ -209,7 +214,18 @@ fn events() -> impl Strategy<Value = Vec<Event>> {
 
 fn case() -> impl Strategy<Value = Case> {
     let steps = proptest::collection::vec(
-        (contig(), gcond(), quant()).prop_map(|(op, cond, quant)| GStep { op, cond, quant }),
+        (
+            contig(),
+            gcond(),
+            quant(),
+            proptest::option::weighted(0.25, 5..=40i64),
+        )
+            .prop_map(|(op, cond, quant, sum_below)| GStep {
+                op,
+                cond,
+                quant,
+                sum_below,
+            }),
         2..=4,
     );
     let negation = proptest::option::weighted(
@@ -302,7 +318,13 @@ fn pattern_text(c: &Case) -> String {
     }
     t.push_str(&format!("    match {seq}\n    define\n"));
     for (i, s) in c.steps.iter().enumerate() {
-        t.push_str(&format!("        s{i} = ({})\n", s.cond.render()));
+        match s.sum_below {
+            None => t.push_str(&format!("        s{i} = ({})\n", s.cond.render())),
+            Some(n) => t.push_str(&format!(
+                "        s{i} = (({}) and sum(s{i}.price) < {n})\n",
+                s.cond.render()
+            )),
+        }
     }
     if let Some(neg) = &c.negation {
         t.push_str(&format!("        neg = ({})\n", neg.cond.render()));
@@ -323,7 +345,13 @@ fn reference_pattern(c: &Case) -> Pattern {
         .map(|(i, s)| {
             let (min, max) = s.quant.bounds();
             let g = s.cond.clone();
-            Step::new(&format!("s{i}"), s.op, cond(move |e| g.eval(e)), min, max)
+            let c = match s.sum_below {
+                None => cond(move |e| g.eval(e)),
+                Some(n) => iter_cond(move |e, iters| {
+                    g.eval(e) && iters.iter().map(|x| x.price).sum::<i64>() < n
+                }),
+            };
+            Step::new(&format!("s{i}"), s.op, c, min, max)
         })
         .collect();
     let negation = c.negation.as_ref().map(|neg| {
@@ -689,7 +717,12 @@ fn evs(names: &str) -> Vec<Event> {
 }
 
 fn gstep(op: Contig, quant: Quant, cond: GCond) -> GStep {
-    GStep { op, cond, quant }
+    GStep {
+        op,
+        cond,
+        quant,
+        sum_below: None,
+    }
 }
 
 fn is(n: usize) -> GCond {
