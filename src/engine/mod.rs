@@ -1204,11 +1204,11 @@ fn emit_matches(
     }
     let mut i = 0;
     while i < matches.len() {
-        let m = matches[i].clone();
+        let m = &matches[i];
         i += 1;
         stats.matches += 1;
         emit(p, &p.emit, key, ts, m.path.as_deref(), false, em, out);
-        let Some(prune) = pruning(p.skip, &m) else {
+        let Some(prune) = pruning(p.skip, m) else {
             continue;
         };
         open.retain(|r| !prune.drops(r.start_seq));
@@ -1246,32 +1246,16 @@ impl Prune {
 }
 
 fn pruning(skip: SkipStrategy, m: &Run) -> Option<Prune> {
-    let nodes = m.path.as_deref()?;
-    let seqs = || {
-        let mut v = Vec::new();
-        let mut n = Some(nodes);
-        while let Some(x) = n {
-            v.push((x.seq, x.name));
-            n = x.prev.as_deref();
-        }
-        v
-    };
+    let last = m.path.as_deref()?;
+    let bound = || std::iter::successors(Some(last), |n| n.prev.as_deref());
+    let of = |name: NameId| bound().filter(move |x| x.name == name).map(|x| x.seq);
     match skip {
         SkipStrategy::None => None,
-        SkipStrategy::PastLast => seqs().iter().map(|x| x.0).max().map(Prune::AtOrBefore),
-        SkipStrategy::ToNext => seqs().iter().map(|x| x.0).min().map(Prune::At),
-        SkipStrategy::ToFirst(n) => seqs()
-            .iter()
-            .filter(|x| x.1 == n)
-            .map(|x| x.0)
-            .min()
-            .map(Prune::Before),
-        SkipStrategy::ToLast(n) => seqs()
-            .iter()
-            .filter(|x| x.1 == n)
-            .map(|x| x.0)
-            .max()
-            .map(Prune::Before),
+        // Events are bound in input order: the last node holds the match's latest event.
+        SkipStrategy::PastLast => Some(Prune::AtOrBefore(last.seq)),
+        SkipStrategy::ToNext => bound().map(|x| x.seq).min().map(Prune::At),
+        SkipStrategy::ToFirst(n) => of(n).min().map(Prune::Before),
+        SkipStrategy::ToLast(n) => of(n).max().map(Prune::Before),
     }
 }
 

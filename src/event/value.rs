@@ -116,8 +116,16 @@ impl Value {
 
 /// Writes `s` as a JSON string literal.
 pub fn write_json_str(s: &str, out: &mut Vec<u8>) {
-    out.push(b'"');
     let bytes = s.as_bytes();
+    // Ids, names and kinds need no escape: one test over the bytes, then one copy.
+    if !bytes.iter().any(|&c| c < 0x20 || c == b'"' || c == b'\\') {
+        out.reserve(bytes.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(bytes);
+        out.push(b'"');
+        return;
+    }
+    out.push(b'"');
     let mut last = 0;
     for (i, &c) in bytes.iter().enumerate() {
         let esc: &[u8] = match c {
@@ -205,5 +213,32 @@ impl From<&str> for Value {
 impl From<bool> for Value {
     fn from(v: bool) -> Self {
         Value::Bool(v)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Both ways through `write_json_str`, the copy and the escaping loop, write JSON that reads
+    /// back as the string written.
+    #[test]
+    fn strings_are_written_as_json_that_reads_back() {
+        for s in [
+            "",
+            "u001647",
+            "é€😀 plain",
+            "quote \" in",
+            "back\\slash",
+            "line\nbreak\ttab\r",
+            "\u{1}\u{1f} controls",
+            "\"",
+        ] {
+            let mut out = Vec::new();
+            write_json_str(s, &mut out);
+            let back: String = serde_json::from_slice(&out)
+                .unwrap_or_else(|e| panic!("{s:?} wrote {:?}: {e}", String::from_utf8_lossy(&out)));
+            assert_eq!(back, s);
+        }
     }
 }
