@@ -8,6 +8,7 @@ use super::time::{parse_rfc3339, TimeUnit};
 use super::value::Value;
 use super::Event;
 use smol_str::SmolStr;
+use std::cell::Cell;
 
 /// Why a line could not be decoded, and where (1-based byte column).
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -75,27 +76,295 @@ impl Trie {
         }
     }
 
-    /// The entry of the name `line[start..end]`.
-    // HOT PATH: called for every key of every object. Short names compare as integers instead of
-    // through `memcmp`.
+    /// The index in `fields` of the name `line[start..end]`.
+    // HOT PATH: called for every key the key cache does not predict. Short names compare as
+    // integers instead of through `memcmp`.
     #[inline]
-    fn get(&self, line: &[u8], start: usize, end: usize) -> Option<&TrieEntry> {
-        let len = end - start;
+    fn find(&self, line: &[u8], start: usize, end: usize) -> Option<usize> {
+        let name = line.get(start..end)?;
+        let len = name.len();
         if len <= 16 {
             let bucket = &self.by_len[len];
             if bucket.is_empty() {
                 return None;
             }
-            let k = match line.get(start..start + 16) {
-                // One unaligned load, masked to the name's length.
-                Some(w) => u128::from_le_bytes(w.try_into().expect("16 bytes")) & LEN_MASK[len],
-                None => pad16(&line[start..end]),
-            };
-            let &(_, i) = bucket.iter().find(|&&(p, _)| p == k)?;
-            Some(&self.fields[i])
+            // The bytes after the name are masked off; those past the line read as zero.
+            let k = load16(line, start) & LEN_MASK[len];
+            bucket.iter().find(|&&(p, _)| p == k).map(|&(_, i)| i)
         } else {
-            self.fields.iter().find(|f| *f.0 == line[start..end])
+            self.fields.iter().position(|f| *f.0 == *name)
         }
+    }
+}
+
+/// The 16 bytes of `b` from `i`, little-endian, with those past its end read as zero.
+// HOT PATH: one unaligned load away from the end of the buffer. Near the end, the last 16
+// bytes are loaded and shifted down rather than copied byte by byte.
+#[inline(always)]
+fn load16(b: &[u8], i: usize) -> u128 {
+    match b.get(i..).and_then(|r| r.first_chunk::<16>()) {
+        Some(w) => u128::from_le_bytes(*w),
+        None => load16_tail(b, i),
+    }
+}
+
+#[inline(never)]
+fn load16_tail(b: &[u8], i: usize) -> u128 {
+    let rest = match b.get(i..) {
+        None | Some([]) => return 0,
+        Some(rest) => rest,
+    };
+    match b.last_chunk::<16>() {
+        // `rest` is 1 to 15 bytes long here, so the shift is below 128.
+        Some(w) => u128::from_le_bytes(*w) >> (8 * (16 - rest.len())),
+        None => pad16(rest),
+    }
+}
+
+/// The 16 bytes of `b` from `i`, with those past its end read as zero.
+#[inline(always)]
+fn chunk16(b: &[u8], i: usize) -> [u8; 16] {
+    match b.get(i..).and_then(|r| r.first_chunk::<16>()) {
+        Some(w) => *w,
+        None => load16_tail(b, i).to_le_bytes(),
+    }
+}
+
+/// How many of the bytes of `w` are ASCII digits before the first one that is not (16 when all
+/// are).
+// HOT PATH: SSE2 (always present on x86_64) tests the 16 bytes at once.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn digit_count(w: &[u8; 16]) -> usize {
+    use std::arch::x86_64::*;
+    // SAFETY: the unaligned load reads the 16 bytes of `w`; SSE2 is part of the x86_64
+    // baseline.
+    let digits = unsafe {
+        let v = _mm_loadu_si128(w.as_ptr() as *const __m128i);
+        // Unsigned `v - '0' <= 9`.
+        let d = _mm_sub_epi8(v, _mm_set1_epi8(b'0' as i8));
+        _mm_movemask_epi8(_mm_cmpeq_epi8(_mm_min_epu8(d, _mm_set1_epi8(9)), d)) as u32
+    };
+    (!digits).trailing_zeros() as usize
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+#[inline(always)]
+fn digit_count(w: &[u8; 16]) -> usize {
+    digit_count_swar(w)
+}
+
+/// [`digit_count`] in plain integer arithmetic.
+#[cfg_attr(target_arch = "x86_64", allow(dead_code))]
+#[inline(always)]
+fn digit_count_swar(w: &[u8; 16]) -> usize {
+    const ONES: u128 = u128::MAX / 0xFF; // 0x01 in every byte
+    let w = u128::from_le_bytes(*w);
+    // Per byte, with no carry into the next: the high nibble must be 3, and the low one at most
+    // 9, which adding 6 to it leaves below 0x10.
+    let x =
+        ((w & (ONES * 0xF0)) ^ (ONES * 0x30)) | (((w & (ONES * 0x0F)) + ONES * 6) & (ONES * 0x10));
+    // The top bit of every byte where `x` is not zero.
+    let bad = (((x & (ONES * 0x7F)) + ONES * 0x7F) | x) & (ONES * 0x80);
+    (bad.trailing_zeros() / 8) as usize
+}
+
+/// Where the run of ASCII digits from `b[j]` ends.
+#[inline(always)]
+fn digits_end(b: &[u8], mut j: usize) -> usize {
+    loop {
+        // The zeros read past the end are not digits: the run ends within `b`.
+        let n = digit_count(&chunk16(b, j));
+        j += n;
+        if n < 16 {
+            return j;
+        }
+    }
+}
+
+/// The value of up to 8 decimal digits, one per byte of `v` as digit values (0..=9), the most
+/// significant in the lowest byte: two multiplications instead of a loop (the method of
+/// `fast_float`).
+#[inline(always)]
+fn eight_digits(v: u64) -> u64 {
+    let v = v.wrapping_mul(10).wrapping_add(v >> 8);
+    let lo = (v & 0x0000_00FF_0000_00FF).wrapping_mul(100 + (1_000_000 << 32));
+    let hi = ((v >> 16) & 0x0000_00FF_0000_00FF).wrapping_mul(1 + (10_000 << 32));
+    lo.wrapping_add(hi) >> 32
+}
+
+/// The value of the first `n` (1..=15) bytes of `w`, all ASCII digits.
+#[inline(always)]
+fn digits_value(w: &[u8; 16], n: usize) -> u64 {
+    const ZEROS: u64 = u64::from_le_bytes([b'0'; 8]);
+    let (lo, hi) = w.split_at(8);
+    let word = |h: &[u8]| h.first_chunk::<8>().map_or(0, |h| u64::from_le_bytes(*h));
+    // The subtraction borrows only from bytes above the digits, which the shift then drops;
+    // the bytes shifted in stand for leading zeros.
+    let lo = word(lo).wrapping_sub(ZEROS);
+    if n <= 8 {
+        eight_digits(lo << (8 * (8 - n)))
+    } else {
+        let hi = word(hi).wrapping_sub(ZEROS) << (8 * (16 - n));
+        eight_digits(lo) * POW10[n - 8] + eight_digits(hi)
+    }
+}
+
+const POW10: [u64; 9] = [
+    1,
+    10,
+    100,
+    1_000,
+    10_000,
+    100_000,
+    1_000_000,
+    10_000_000,
+    100_000_000,
+];
+
+/// A key the decoder has met: its bytes from the opening quote to the colon, and what follows
+/// it.
+#[derive(Debug, Clone, Copy, Default)]
+struct KnownKey {
+    /// The bytes, zero-padded to 16, and the mask of their length.
+    pat: u128,
+    mask: u128,
+    len: u8,
+    /// 1 + the index of its field in the root trie; 0 where no pattern reads it.
+    entry: u32,
+    /// 1 + the slot of its value where it has one and no nested fields; 0 otherwise.
+    slot: u32,
+    /// The keys that came right after it, most recent first (0: none).
+    next: [u8; 2],
+}
+
+/// Nodes in a key cache, `START` included.
+const KEYS: usize = 64;
+/// The node for the start of an object: what it predicts is the first key.
+const START: u8 = 0;
+/// No prediction: after a key the cache could not hold.
+const NO_STATE: u8 = u8::MAX;
+
+/// The keys of top-level objects as the stream has written them, each with the keys seen right
+/// after it. A JSON-lines producer almost always writes the same keys in the same order, so the
+/// next key is checked against one or two predictions with a masked 16-byte compare, instead of
+/// being scanned as a string and searched in the trie. Any miss takes the general path, which
+/// teaches the cache.
+#[derive(Debug, Clone)]
+struct KeyCache {
+    nodes: [Cell<KnownKey>; KEYS],
+    /// Nodes in use; a full cache starts again from nothing.
+    used: Cell<u8>,
+    /// The node of a key by a hash of its bytes (0: none), to find it when it is met again.
+    by_hash: [Cell<u8>; 64],
+}
+
+/// A predicted key: its node, its length (quotes and colon included) and its trie entry.
+struct Hit {
+    node: u8,
+    len: usize,
+    entry: u32,
+    slot: u32,
+}
+
+impl Default for KeyCache {
+    fn default() -> Self {
+        KeyCache {
+            nodes: std::array::from_fn(|_| Cell::new(KnownKey::default())),
+            used: Cell::new(1),
+            by_hash: std::array::from_fn(|_| Cell::new(0)),
+        }
+    }
+}
+
+impl KeyCache {
+    // HOT PATH: once per key of a top-level object.
+    #[inline(always)]
+    fn predict(&self, b: &[u8], i: usize, state: u8) -> Option<Hit> {
+        let next = self.nodes[state as usize % KEYS].get().next;
+        if next[0] == 0 {
+            return None;
+        }
+        let w = load16(b, i);
+        for n in next {
+            if n == 0 {
+                break;
+            }
+            let k = self.nodes[n as usize % KEYS].get();
+            // Every byte of a key is nonzero, so the zeros `load16` reads past the end never
+            // match.
+            if w & k.mask == k.pat {
+                return Some(Hit {
+                    node: n,
+                    len: k.len as usize,
+                    entry: k.entry,
+                    slot: k.slot,
+                });
+            }
+        }
+        None
+    }
+
+    /// Records that the key `b[quote..colon + 1]` (its field `entry` and `slot`, as in
+    /// [`KnownKey`]) followed the node `state`, and returns the key's node, or `NO_STATE` where
+    /// the key is too long to be predicted with one compare.
+    #[inline(never)]
+    fn learn(
+        &self,
+        b: &[u8],
+        (quote, colon): (usize, usize),
+        (entry, slot): (u32, u32),
+        state: u8,
+    ) -> u8 {
+        let Some(bytes) = b.get(quote..colon + 1) else {
+            return NO_STATE;
+        };
+        if bytes.len() > 16 {
+            return NO_STATE;
+        }
+        let pat = pad16(bytes);
+        let len = bytes.len() as u8;
+        let h = (((pat as u64) ^ ((pat >> 64) as u64)).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 58)
+            as usize;
+        let known = self.by_hash[h].get();
+        let k = self.nodes[known as usize % KEYS].get();
+        let mut reset = false;
+        let node = if known != 0 && k.pat == pat && k.len == len {
+            known
+        } else {
+            let mut n = self.used.get();
+            if n as usize == KEYS {
+                // Full: the stream has more keys than the cache holds, or has changed. Forget
+                // them all (nodes are overwritten as they are reused).
+                self.nodes[START as usize].set(KnownKey::default());
+                for c in &self.by_hash {
+                    c.set(0);
+                }
+                n = 1;
+                reset = true;
+            }
+            self.used.set(n + 1);
+            self.nodes[n as usize % KEYS].set(KnownKey {
+                pat,
+                mask: LEN_MASK[bytes.len()],
+                len,
+                entry,
+                slot,
+                next: [0, 0],
+            });
+            self.by_hash[h].set(n);
+            n
+        };
+        // After a reset `state` names a forgotten key.
+        if state != NO_STATE && !reset {
+            let c = &self.nodes[state as usize % KEYS];
+            let mut s = c.get();
+            if s.next[0] != node {
+                s.next = [node, s.next[0]];
+                c.set(s);
+            }
+        }
+        node
     }
 }
 
@@ -106,6 +375,8 @@ pub struct JsonDecoder {
     nslots: usize,
     time_slot: Option<usize>,
     unit: TimeUnit,
+    /// Learnt from the lines decoded so far; only ever a hint, checked before it is used.
+    keys: KeyCache,
 }
 
 const MAX_DEPTH: usize = 64;
@@ -122,6 +393,7 @@ impl JsonDecoder {
             nslots: fields.len(),
             time_slot,
             unit,
+            keys: KeyCache::default(),
         }
     }
 
@@ -184,9 +456,11 @@ impl JsonDecoder {
             ev.slots.resize(self.nslots, Value::Null);
         }
         for s in ev.slots.iter_mut() {
-            *s = Value::Null;
+            clear(s);
         }
-        if c.object(Some(&self.trie), &mut ev.slots, 0).is_err() {
+        if c.object(Some(&self.trie), &mut ev.slots, 0, Some(&self.keys))
+            .is_err()
+        {
             return Err(c.error());
         }
         c.ws();
@@ -230,6 +504,74 @@ impl JsonDecoder {
             ))),
         }
     }
+}
+
+/// Sets `v` to null. Only a value that owns memory goes through its destructor, a call.
+// HOT PATH: every slot of every event, and every value written into one.
+#[inline(always)]
+fn clear(v: &mut Value) {
+    let owns = match v {
+        Value::Str(s) => s.is_heap_allocated(),
+        Value::List(_) => true,
+        _ => false,
+    };
+    if owns {
+        *v = Value::Null;
+    } else {
+        // Nothing to drop: the old value is simply overwritten.
+        std::mem::forget(std::mem::replace(v, Value::Null));
+    }
+}
+
+/// Stores the value `new` makes in `out`, dropping what was there.
+// HOT PATH: the slot is null (slots are cleared before a line is decoded), and overwriting a
+// null needs no call to its destructor. `new` runs in each branch, so that the value is built
+// straight into `out` rather than in a temporary copied over (through the store buffer, with a
+// stall: see `string_into`).
+#[inline(always)]
+fn put(out: &mut Value, new: impl Fn() -> Value) {
+    if let Value::Null = out {
+        // SAFETY: `out` is a valid, aligned, exclusive reference. The null it holds owns
+        // nothing, so writing over it without dropping it leaks nothing.
+        unsafe { std::ptr::write(out, new()) };
+    } else {
+        replace_slow(out, new());
+    }
+}
+
+/// A field given twice: the first value is dropped.
+#[cold]
+#[inline(never)]
+fn replace_slow(out: &mut Value, new: Value) {
+    *out = new;
+}
+
+/// Stores the string `raw` (ASCII, at most 23 bytes) in `out`.
+// HOT PATH: `SmolStr::new_inline` copies its bytes in a loop that becomes a call to `memcpy`
+// for a length known only at run time; with the length a constant in each arm, the copy is a
+// few moves. Each arm stores its value itself, so that it does not travel through a merge.
+#[inline(always)]
+fn inline_ascii(raw: &[u8], out: &mut Value) {
+    macro_rules! by_len {
+        ($($n:literal)*) => {
+            match raw.len() {
+                $($n => {
+                    let text = match raw.first_chunk::<$n>() {
+                        // SAFETY: the caller passes ASCII bytes, which are UTF-8.
+                        Some(t) => unsafe { std::str::from_utf8_unchecked(t) },
+                        None => "",
+                    };
+                    put(out, || Value::Str(SmolStr::new_inline(text)));
+                })*
+                _ => {
+                    // SAFETY: as above.
+                    let text = unsafe { std::str::from_utf8_unchecked(raw) };
+                    put(out, || Value::Str(SmolStr::new(text)));
+                }
+            }
+        };
+    }
+    by_len!(0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23);
 }
 
 struct Cursor<'a> {
@@ -306,7 +648,17 @@ impl<'a> Cursor<'a> {
         }
     }
 
-    fn object(&mut self, trie: Option<&Trie>, slots: &mut [Value], depth: usize) -> R<()> {
+    /// Parses the object at the cursor, its fields `trie` names into `slots`. `keys` predicts
+    /// the keys of top-level objects.
+    // HOT PATH: in compact JSON whose keys the cache predicts, a field costs one compare for its
+    // key, its value, and a look at the byte after it.
+    fn object(
+        &mut self,
+        trie: Option<&Trie>,
+        slots: &mut [Value],
+        depth: usize,
+        keys: Option<&KeyCache>,
+    ) -> R<()> {
         if depth > MAX_DEPTH {
             return self.fail("nesting is too deep");
         }
@@ -316,43 +668,122 @@ impl<'a> Cursor<'a> {
             self.i += 1;
             return Ok(());
         }
+        let mut state = if keys.is_some() { START } else { NO_STATE };
         loop {
-            self.ws();
-            if self.peek() != Some(b'"') {
-                return self.fail("expected a field name");
-            }
-            let start = self.i + 1;
-            let (end, flags) = self.string_span()?;
-            self.expect(b':', "expected `:`")?;
-            self.ws();
-            let entry = if flags & ESCAPED != 0 {
-                None
-            } else {
-                trie.and_then(|t| t.get(self.b, start, end))
+            let hit = match keys {
+                Some(k) if state != NO_STATE => k.predict(self.b, self.i, state),
+                _ => None,
             };
-            match entry {
+            // 1 + the index of the key's field in `trie` (0 for a key no pattern reads), and
+            // 1 + its slot where it has one and no nested fields (0 otherwise).
+            let (entry, slot) = match hit {
+                Some(h) => {
+                    // The same bytes as a key the general path below has read: what it would
+                    // do with them.
+                    self.i += h.len;
+                    state = h.node;
+                    (h.entry as usize, h.slot as usize)
+                }
+                None => {
+                    self.ws();
+                    if self.peek() != Some(b'"') {
+                        return self.fail("expected a field name");
+                    }
+                    let quote = self.i;
+                    let (end, flags) = self.string_span()?;
+                    self.expect(b':', "expected `:`")?;
+                    let found = if flags & ESCAPED != 0 {
+                        None
+                    } else {
+                        trie.and_then(|t| t.find(self.b, quote + 1, end))
+                    };
+                    let entry = found.map_or(0, |i| i + 1);
+                    if let Some(k) = keys {
+                        let slot = match found.and_then(|i| trie?.fields.get(i)) {
+                            Some((_, Some(slot), None)) => slot + 1,
+                            _ => 0,
+                        };
+                        // Only a key written as `"name":`, without escapes, is predicted.
+                        state = match (u32::try_from(entry), u32::try_from(slot)) {
+                            (Ok(e), Ok(s)) if flags & ESCAPED == 0 && self.i == end + 2 => {
+                                k.learn(self.b, (quote, end + 1), (e, s), state)
+                            }
+                            _ => NO_STATE,
+                        };
+                    }
+                    (entry, 0)
+                }
+            };
+            self.ws();
+            if let Some(slot) = slot.checked_sub(1) {
+                // A predicted key whose value goes to a slot.
+                let out = &mut slots[slot];
+                match self.peek() {
+                    Some(b'"') => self.string_into(out)?,
+                    Some(b'-' | b'0'..=b'9') => self.number_into(out)?,
+                    _ => self.value_into(depth, out)?,
+                }
+                if self.after_field()? {
+                    return Ok(());
+                }
+                continue;
+            }
+            let field = match (entry.checked_sub(1), trie) {
+                (Some(i), Some(t)) => t.fields.get(i),
+                _ => None,
+            };
+            match field {
                 Some((_, Some(slot), sub)) => {
                     if let (Some(sub), Some(b'{')) = (sub, self.peek()) {
                         // Both `a` and `a.b` are used: `a` stays null and the object is entered.
-                        self.object(Some(sub), slots, depth + 1)?;
+                        self.object(Some(sub), slots, depth + 1, None)?;
                     } else {
-                        self.value_into(depth, &mut slots[*slot])?;
+                        let out = &mut slots[*slot];
+                        match self.peek() {
+                            Some(b'"') => self.string_into(out)?,
+                            Some(b'-' | b'0'..=b'9') => self.number_into(out)?,
+                            _ => self.value_into(depth, out)?,
+                        }
                     }
                 }
                 Some((_, None, Some(sub))) if self.peek() == Some(b'{') => {
-                    self.object(Some(sub), slots, depth + 1)?
+                    self.object(Some(sub), slots, depth + 1, None)?
                 }
-                _ => self.skip(depth)?,
+                _ => match self.peek() {
+                    Some(b'"') => {
+                        self.string_span()?;
+                    }
+                    Some(b'-' | b'0'..=b'9') => {
+                        self.number_span()?;
+                    }
+                    _ => self.skip(depth)?,
+                },
             }
+            if self.after_field()? {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Steps over the `,` or `}` after a field's value (and whitespace before it); returns
+    /// whether it was the `}`.
+    #[inline(always)]
+    fn after_field(&mut self) -> R<bool> {
+        let mut next = self.peek();
+        if !matches!(next, Some(b',' | b'}')) {
             self.ws();
-            match self.peek() {
-                Some(b',') => self.i += 1,
-                Some(b'}') => {
-                    self.i += 1;
-                    return Ok(());
-                }
-                _ => return self.fail("expected `,` or `}`"),
+            next = self.peek();
+        }
+        match next {
+            Some(b',') => {
+                self.i += 1;
+                Ok(false)
             }
+            Some(b'}') => {
+                self.i += 1;
+                Ok(true)
+            }
+            _ => self.fail("expected `,` or `}`"),
         }
     }
 
@@ -441,12 +872,11 @@ impl<'a> Cursor<'a> {
         let (end, flags) = self.string_span()?;
         let raw = &self.b[start..end];
         if flags == ASCII && raw.len() <= 23 {
-            // SAFETY: every byte is below 0x80, so the bytes are ASCII and therefore UTF-8.
-            let text = unsafe { std::str::from_utf8_unchecked(raw) };
-            *out = Value::Str(SmolStr::new_inline(text));
+            inline_ascii(raw, out);
             return Ok(());
         }
-        *out = Value::Str(self.string_of(start, end, flags)?);
+        let s = self.string_of(start, end, flags)?;
+        *out = Value::Str(s);
         Ok(())
     }
 
@@ -539,6 +969,8 @@ impl<'a> Cursor<'a> {
     }
 
     /// Scans a number; returns whether it has a fraction or an exponent.
+    // HOT PATH: numbers nobody reads (odds, prices) are skipped 16 digits at a time.
+    #[inline]
     fn number_span(&mut self) -> R<bool> {
         let b = self.b;
         let mut j = self.i;
@@ -546,9 +978,7 @@ impl<'a> Cursor<'a> {
             j += 1;
         }
         let ds = j;
-        while j < b.len() && b[j].is_ascii_digit() {
-            j += 1;
-        }
+        j = digits_end(b, j);
         if j == ds || (b[ds] == b'0' && j - ds > 1) {
             self.i = j;
             return self.fail("bad number");
@@ -558,9 +988,7 @@ impl<'a> Cursor<'a> {
             float = true;
             j += 1;
             let fs = j;
-            while j < b.len() && b[j].is_ascii_digit() {
-                j += 1;
-            }
+            j = digits_end(b, j);
             if j == fs {
                 self.i = j;
                 return self.fail("bad number");
@@ -573,9 +1001,7 @@ impl<'a> Cursor<'a> {
                 j += 1;
             }
             let es = j;
-            while j < b.len() && b[j].is_ascii_digit() {
-                j += 1;
-            }
+            j = digits_end(b, j);
             if j == es {
                 self.i = j;
                 return self.fail("bad number");
@@ -585,9 +1011,31 @@ impl<'a> Cursor<'a> {
         Ok(float)
     }
 
-    // HOT PATH: integers (ids, amounts, epoch times) are read as their digits go by.
-    #[inline]
+    // HOT PATH: integers (ids, amounts, epoch times) of up to 15 digits are read 16 bytes at a
+    // time; the rest (floats, longer or malformed numbers) go through `number_slow`.
+    #[inline(always)]
     fn number_into(&mut self, out: &mut Value) -> R<()> {
+        let neg = self.peek() == Some(b'-');
+        let digits = self.i + neg as usize;
+        let w = chunk16(self.b, digits);
+        let n = digit_count(&w);
+        // The byte after the digits; zero past the end, like any other byte that ends a number.
+        let after = w[n % 16];
+        let leading_zero = w[0] == b'0' && n > 1;
+        if (1..16).contains(&n) && !matches!(after, b'.' | b'e' | b'E') && !leading_zero {
+            // At most 15 digits: no overflow, as an i64 either way round.
+            let v = digits_value(&w, n) as i64;
+            self.i = digits + n;
+            let v = if neg { -v } else { v };
+            put(out, || Value::Int(v));
+            return Ok(());
+        }
+        self.number_slow(out)
+    }
+
+    /// Parses the number at the cursor into `out`, whatever its form.
+    #[inline(never)]
+    fn number_slow(&mut self, out: &mut Value) -> R<()> {
         let start = self.i;
         let b = self.b;
         let mut j = start;
@@ -705,7 +1153,7 @@ impl<'a> Cursor<'a> {
                 }
             }
             Some(b'{') => {
-                self.object(None, &mut [], depth + 1)?;
+                self.object(None, &mut [], depth + 1, None)?;
                 *out = Value::Null;
                 Ok(())
             }
@@ -718,7 +1166,7 @@ impl<'a> Cursor<'a> {
         match self.peek() {
             Some(b'"') => self.string_span().map(|_| ()),
             Some(b'-' | b'0'..=b'9') => self.number_span().map(|_| ()),
-            Some(b'{') => self.object(None, &mut [], depth + 1),
+            Some(b'{') => self.object(None, &mut [], depth + 1, None),
             Some(b'[') => {
                 if depth > MAX_DEPTH {
                     return self.fail("nesting is too deep");
