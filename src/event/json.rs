@@ -463,7 +463,7 @@ impl JsonDecoder {
             ev.slots.resize(self.nslots, Value::Null);
         }
         for s in ev.slots.iter_mut() {
-            clear(s);
+            *s = Value::Null;
         }
         if c.object(Some(&self.trie), &mut ev.slots, 0, Some(&self.keys))
             .is_err()
@@ -520,23 +520,6 @@ impl JsonDecoder {
     }
 }
 
-/// Sets `v` to null. Only a value that owns memory goes through its destructor, a call.
-// HOT PATH: every slot of every event, and every value written into one.
-#[inline(always)]
-fn clear(v: &mut Value) {
-    let owns = match v {
-        Value::Str(s) => s.is_heap_allocated(),
-        Value::List(_) => true,
-        _ => false,
-    };
-    if owns {
-        *v = Value::Null;
-    } else {
-        // Nothing to drop: the old value is simply overwritten.
-        std::mem::forget(std::mem::replace(v, Value::Null));
-    }
-}
-
 /// Stores the value `new` makes in `out`, dropping what was there.
 // HOT PATH: the slot is null (slots are cleared before a line is decoded), and overwriting a
 // null needs no call to its destructor. `new` runs in each branch, so that the value is built
@@ -558,34 +541,6 @@ fn put(out: &mut Value, new: impl Fn() -> Value) {
 #[inline(never)]
 fn replace_slow(out: &mut Value, new: Value) {
     *out = new;
-}
-
-/// Stores the string `raw` (ASCII, at most 23 bytes) in `out`.
-// HOT PATH: `SmolStr::new_inline` copies its bytes in a loop that becomes a call to `memcpy`
-// for a length known only at run time; with the length a constant in each arm, the copy is a
-// few moves. Each arm stores its value itself, so that it does not travel through a merge.
-#[inline(always)]
-fn inline_ascii(raw: &[u8], out: &mut Value) {
-    macro_rules! by_len {
-        ($($n:literal)*) => {
-            match raw.len() {
-                $($n => {
-                    let text = match raw.first_chunk::<$n>() {
-                        // SAFETY: the caller passes ASCII bytes, which are UTF-8.
-                        Some(t) => unsafe { std::str::from_utf8_unchecked(t) },
-                        None => "",
-                    };
-                    put(out, || Value::Str(SmolStr::new_inline(text)));
-                })*
-                _ => {
-                    // SAFETY: as above.
-                    let text = unsafe { std::str::from_utf8_unchecked(raw) };
-                    put(out, || Value::Str(SmolStr::new(text)));
-                }
-            }
-        };
-    }
-    by_len!(0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23);
 }
 
 struct Cursor<'a> {
@@ -886,11 +841,12 @@ impl<'a> Cursor<'a> {
         let (end, flags) = self.string_span()?;
         let raw = &self.b[start..end];
         if flags == ASCII && raw.len() <= 23 {
-            inline_ascii(raw, out);
+            // SAFETY: every byte is below 0x80, so the bytes are ASCII and therefore UTF-8.
+            let text = unsafe { std::str::from_utf8_unchecked(raw) };
+            put(out, || Value::Str(SmolStr::new_inline(text)));
             return Ok(());
         }
-        let s = self.string_of(start, end, flags)?;
-        *out = Value::Str(s);
+        *out = Value::Str(self.string_of(start, end, flags)?);
         Ok(())
     }
 
