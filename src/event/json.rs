@@ -376,6 +376,10 @@ impl KeyCache {
 }
 
 /// Decodes JSON objects into [`Event`] slots.
+///
+/// A decoder learns the order in which its stream writes keys, to check the next key with one
+/// compare (a cache behind [`Cell`], only ever a hint): it is `Send` but not `Sync`. Give each
+/// thread its own; cloning one is cheap.
 #[derive(Debug, Clone)]
 pub struct JsonDecoder {
     trie: Trie,
