@@ -993,14 +993,8 @@ fn process_key(
                         continue;
                     }
                     let name = bind.unwrap_or(0);
-                    let cur = EvalCtx {
-                        tables: &em.tables,
-                        ev: Some(ev),
-                        ts: ts_unit,
-                        key,
-                        node: None,
-                        aggs: &p.aggs,
-                    };
+                    // The values bound are the event's own.
+                    let cur = &event_only;
                     // Sized once: a node with more values than fit inline gets one
                     // allocation, not one per doubling as the values are pushed.
                     let held = p.aggs.len() + p.captures.iter().filter(|(n, _)| *n == name).count();
@@ -1008,14 +1002,14 @@ fn process_key(
                     for (i, spec) in p.aggs.iter().enumerate() {
                         let prev = run.path.as_ref().and_then(|n| n.vals[i].as_ref());
                         vals.push(if spec.name == name {
-                            spec.fold(&prev.cloned(), &spec.expr.eval(&cur))
+                            spec.fold(&prev.cloned(), &spec.expr.eval(cur))
                         } else {
                             prev.cloned()
                         });
                     }
                     for (n, e) in &p.captures {
                         if *n == name {
-                            vals.push(Some(e.eval(&cur).into_owned()));
+                            vals.push(Some(e.eval(cur).into_owned()));
                         }
                     }
                     let node = Arc::new(PathNode {
