@@ -266,8 +266,17 @@ fn stream_line() -> impl Strategy<Value = Vec<u8>> {
         })
 }
 
+/// Cases per property: fewer in a debug build (the README's `cargo test`), where each costs
+/// about ten times as much; `PROPTEST_CASES` sets it.
+fn cases() -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(if cfg!(debug_assertions) { 300 } else { 2000 })
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases(), ..ProptestConfig::default() })]
 
     #[test]
     fn same_as_reference_on_lines(lines in prop::collection::vec(line(), 1..6)) {
