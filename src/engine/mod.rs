@@ -680,16 +680,7 @@ fn holds(c: &Cond, p: &CompiledPattern, cx: &EvalCtx<'_>, cache: &mut [u8]) -> b
         Cond::True => true,
         Cond::Def(n) => {
             let i = *n as usize;
-            if p.event_local[i] {
-                cached(cache, i, || p.conds[i].test(cx))
-            } else {
-                if let Some(g) = &p.guards[i] {
-                    if !cached(cache, p.conds.len() + i, || g.test(cx)) {
-                        return false;
-                    }
-                }
-                p.conds[i].test(cx)
-            }
+            def_for_event(p, i, cx, cache).unwrap_or_else(|| p.conds[i].test(cx))
         }
         Cond::Not(a) => !holds(a, p, cx, cache),
         Cond::And(a, b) => holds(a, p, cx, cache) && holds(b, p, cx, cache),
@@ -712,6 +703,25 @@ fn cached(cache: &mut [u8], slot: usize, test: impl FnOnce() -> bool) -> bool {
     }
 }
 
+/// Definition `i` on this event as far as the event alone decides it: its value where it reads
+/// only the event, false where its event-local conjuncts (its guard) fail, `None` otherwise.
+/// Each is computed once per event.
+#[inline(always)]
+fn def_for_event(
+    p: &CompiledPattern,
+    i: usize,
+    cx: &EvalCtx<'_>,
+    cache: &mut [u8],
+) -> Option<bool> {
+    if p.event_local[i] {
+        return Some(cached(cache, i, || p.conds[i].test(cx)));
+    }
+    match &p.guards[i] {
+        Some(g) if !cached(cache, p.conds.len() + i, || g.test(cx)) => Some(false),
+        _ => None,
+    }
+}
+
 /// What an edge condition is on this event as far as the event alone decides it: `None` where
 /// it depends on the partial match (a condition reading earlier events whose event-local
 /// conjuncts all hold).
@@ -723,17 +733,7 @@ fn holds_for_event(
 ) -> Option<bool> {
     match c {
         Cond::True => Some(true),
-        Cond::Def(n) => {
-            let i = *n as usize;
-            if p.event_local[i] {
-                Some(cached(cache, i, || p.conds[i].test(cx)))
-            } else {
-                match &p.guards[i] {
-                    Some(g) if !cached(cache, p.conds.len() + i, || g.test(cx)) => Some(false),
-                    _ => None,
-                }
-            }
-        }
+        Cond::Def(n) => def_for_event(p, *n as usize, cx, cache),
         Cond::Not(a) => holds_for_event(a, p, cx, cache).map(|b| !b),
         Cond::And(a, b) => match holds_for_event(a, p, cx, cache) {
             Some(false) => Some(false),

@@ -690,12 +690,7 @@ impl<'a> Cursor<'a> {
             self.ws();
             if let Some(slot) = slot.checked_sub(1) {
                 // A predicted key whose value goes to a slot.
-                let out = &mut slots[slot];
-                match self.peek() {
-                    Some(b'"') => self.string_into(out)?,
-                    Some(b'-' | b'0'..=b'9') => self.number_into(out)?,
-                    _ => self.value_into(depth, out)?,
-                }
+                self.slot_value(depth, &mut slots[slot])?;
                 if self.after_field()? {
                     return Ok(());
                 }
@@ -711,12 +706,7 @@ impl<'a> Cursor<'a> {
                         // Both `a` and `a.b` are used: `a` stays null and the object is entered.
                         self.object(Some(sub), slots, depth + 1, None)?;
                     } else {
-                        let out = &mut slots[*slot];
-                        match self.peek() {
-                            Some(b'"') => self.string_into(out)?,
-                            Some(b'-' | b'0'..=b'9') => self.number_into(out)?,
-                            _ => self.value_into(depth, out)?,
-                        }
+                        self.slot_value(depth, &mut slots[*slot])?;
                     }
                 }
                 Some((_, None, Some(sub))) if self.peek() == Some(b'{') => {
@@ -735,6 +725,18 @@ impl<'a> Cursor<'a> {
             if self.after_field()? {
                 return Ok(());
             }
+        }
+    }
+
+    /// Parses the value of a field a pattern reads into its slot.
+    // HOT PATH: strings and numbers, nearly every such value, without the call into
+    // `value_into`.
+    #[inline(always)]
+    fn slot_value(&mut self, depth: usize, out: &mut Value) -> R<()> {
+        match self.peek() {
+            Some(b'"') => self.string_into(out),
+            Some(b'-' | b'0'..=b'9') => self.number_into(out),
+            _ => self.value_into(depth, out),
         }
     }
 
