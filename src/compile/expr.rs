@@ -221,7 +221,12 @@ impl CExpr {
                     Some(ev) => cmp(*op, &ev.slots[*s as usize], c),
                     None => cmp(*op, &NULL, c),
                 },
-                _ => cmp(*op, &a.eval(cx), &b.eval(cx)),
+                // Arithmetic on numbers, such as `amount >= d.amount * 0.5`, without building
+                // a value per operation; anything else (a string, a list) the general way.
+                _ => match (a.num(cx), b.num(cx)) {
+                    (Some(x), Some(y)) => cmp_num(*op, x, y),
+                    _ => cmp(*op, &a.eval(cx), &b.eval(cx)),
+                },
             },
             CExpr::StreamIs(s) => cx.ev.map(|e| e.stream) == Some(*s),
             other => other.eval(cx).is_true(),
@@ -330,6 +335,117 @@ impl CExpr {
                 Cow::Owned(Value::Bool(t.get(&key.eval(cx)).is_some()))
             }
         }
+    }
+}
+
+/// A number, or null, as arithmetic and comparisons see it: what [`CExpr::num`] computes
+/// without building a [`Value`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Num {
+    Null,
+    Int(i64),
+    Float(f64),
+}
+
+impl Num {
+    #[inline]
+    fn of(v: &Value) -> Option<Num> {
+        match v {
+            Value::Null => Some(Num::Null),
+            Value::Int(i) => Some(Num::Int(*i)),
+            Value::Float(f) => Some(Num::Float(*f)),
+            _ => None,
+        }
+    }
+
+    #[inline]
+    fn as_f64(self) -> Option<f64> {
+        match self {
+            Num::Int(i) => Some(i as f64),
+            Num::Float(f) => Some(f),
+            Num::Null => None,
+        }
+    }
+}
+
+impl CExpr {
+    /// The expression's value where it is a number or null, computed the way [`CExpr::eval`]
+    /// would; `None` where the value is of another type or the expression is not arithmetic
+    /// over fields, constants and aggregates (then `eval` is the way).
+    // HOT PATH: the comparisons of conditions that read partial matches.
+    #[inline]
+    pub fn num(&self, cx: &EvalCtx<'_>) -> Option<Num> {
+        match self {
+            CExpr::Const(v) => Num::of(v),
+            CExpr::Field(s) => match cx.ev {
+                Some(ev) => Num::of(&ev.slots[*s as usize]),
+                None => Some(Num::Null),
+            },
+            CExpr::Agg {
+                idx,
+                with_current: false,
+            } => {
+                let spec = &cx.aggs[*idx as usize];
+                match cx.node.and_then(|n| n.vals.get(*idx as usize)) {
+                    Some(Some(v)) => Num::of(v),
+                    // `finish` of an aggregate with nothing folded in yet.
+                    _ => Some(match spec.kind {
+                        AggKind::Count | AggKind::CountValues | AggKind::Sum => Num::Int(0),
+                        _ => Num::Null,
+                    }),
+                }
+            }
+            CExpr::Arith(op, a, b) => Some(arith_num(*op, a.num(cx)?, b.num(cx)?)),
+            _ => None,
+        }
+    }
+}
+
+/// [`arith`] on numbers.
+#[inline]
+fn arith_num(op: ArithOp, a: Num, b: Num) -> Num {
+    if let (Num::Int(x), Num::Int(y)) = (a, b) {
+        return match op {
+            ArithOp::Add => x.checked_add(y).map_or(Num::Null, Num::Int),
+            ArithOp::Sub => x.checked_sub(y).map_or(Num::Null, Num::Int),
+            ArithOp::Mul => x.checked_mul(y).map_or(Num::Null, Num::Int),
+            ArithOp::Div if y == 0 => Num::Null,
+            ArithOp::Div => Num::Float(x as f64 / y as f64),
+            ArithOp::Rem => x.checked_rem(y).map_or(Num::Null, Num::Int),
+        };
+    }
+    let (Some(x), Some(y)) = (a.as_f64(), b.as_f64()) else {
+        return Num::Null;
+    };
+    Num::Float(match op {
+        ArithOp::Add => x + y,
+        ArithOp::Sub => x - y,
+        ArithOp::Mul => x * y,
+        ArithOp::Div | ArithOp::Rem if y == 0.0 => return Num::Null,
+        ArithOp::Div => x / y,
+        ArithOp::Rem => x % y,
+    })
+}
+
+/// [`cmp`] on numbers.
+#[inline]
+fn cmp_num(op: CmpOp, a: Num, b: Num) -> bool {
+    let o = match (a, b) {
+        (Num::Int(x), Num::Int(y)) => Some(x.cmp(&y)),
+        _ => match (a.as_f64(), b.as_f64()) {
+            (Some(x), Some(y)) => x.partial_cmp(&y),
+            // Null equals nothing and is ordered against nothing.
+            _ => return false,
+        },
+    };
+    match op {
+        CmpOp::Eq => o == Some(Ordering::Equal),
+        // Numbers that are not ordered (NaN) are not equal either.
+        CmpOp::Ne => o != Some(Ordering::Equal),
+        CmpOp::Lt => o == Some(Ordering::Less),
+        CmpOp::Le => matches!(o, Some(Ordering::Less | Ordering::Equal)),
+        CmpOp::Gt => o == Some(Ordering::Greater),
+        CmpOp::Ge => matches!(o, Some(Ordering::Greater | Ordering::Equal)),
     }
 }
 
@@ -454,6 +570,103 @@ fn call(f: Func, args: &[CExpr], cx: &EvalCtx<'_>) -> Value {
                 }
                 _ => Value::Null,
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Values that arithmetic meets: small integers (zero often), extreme ones (overflow),
+    /// floats with zero, NaN and infinities, null, and types that arithmetic does not take.
+    fn value() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            2 => Just(Value::Null),
+            6 => (-2i64..3).prop_map(Value::Int),
+            1 => prop_oneof![Just(i64::MAX), Just(i64::MIN), Just(-1)].prop_map(Value::Int),
+            2 => (-3.0f64..3.0).prop_map(Value::Float),
+            2 => prop_oneof![
+                Just(0.0),
+                Just(-0.0),
+                Just(f64::NAN),
+                Just(f64::INFINITY),
+                Just(0.5)
+            ]
+            .prop_map(Value::Float),
+            1 => Just(Value::from("a")),
+            1 => Just(Value::Bool(true)),
+        ]
+    }
+
+    /// Expressions of up to three operations over two fields, two aggregates and constants:
+    /// the shapes `CExpr::num` takes, and some it leaves to `eval` (negation).
+    fn expr() -> impl Strategy<Value = CExpr> {
+        let leaf = || {
+            prop_oneof![
+                value().prop_map(CExpr::Const),
+                (0u32..2).prop_map(CExpr::Field),
+                (0u32..2).prop_map(|idx| CExpr::Agg {
+                    idx,
+                    with_current: false
+                }),
+            ]
+        };
+        let op = || {
+            prop_oneof![
+                Just(ArithOp::Add),
+                Just(ArithOp::Sub),
+                Just(ArithOp::Mul),
+                Just(ArithOp::Div),
+                Just(ArithOp::Rem)
+            ]
+        };
+        let arith = |o, a, b| CExpr::Arith(o, Box::new(a), Box::new(b));
+        prop_oneof![
+            leaf(),
+            (op(), leaf(), leaf()).prop_map(move |(o, a, b)| arith(o, a, b)),
+            (op(), op(), leaf(), leaf(), leaf()).prop_map(move |(o, p, a, b, c)| arith(
+                o,
+                arith(p, a, b),
+                c
+            )),
+            (op(), leaf(), leaf()).prop_map(move |(o, a, b)| CExpr::Neg(Box::new(arith(o, a, b)))),
+        ]
+    }
+
+    fn cmp_op() -> impl Strategy<Value = CmpOp> {
+        prop_oneof![
+            Just(CmpOp::Eq),
+            Just(CmpOp::Ne),
+            Just(CmpOp::Lt),
+            Just(CmpOp::Le),
+            Just(CmpOp::Gt),
+            Just(CmpOp::Ge)
+        ]
+    }
+
+    proptest! {
+        /// A comparison tested through `num` gives what comparing the evaluated values gives.
+        #[test]
+        fn numeric_comparisons_agree_with_eval(
+            op in cmp_op(),
+            a in expr(),
+            b in expr(),
+            fields in proptest::collection::vec(value(), 2),
+            held in proptest::option::of(proptest::collection::vec(proptest::option::of(value()), 2)),
+            sum in any::<bool>(),
+        ) {
+            let ev = Event { slots: fields, ..Event::default() };
+            let node = held.map(|vals| PathNode { name: 0, seq: 1, prev: None, vals: vals.into() });
+            let aggs = [
+                AggSpec { name: 0, kind: if sum { AggKind::Sum } else { AggKind::Max }, expr: CExpr::Field(0) },
+                AggSpec { name: 0, kind: AggKind::Last, expr: CExpr::Field(1) },
+            ];
+            let cx = EvalCtx { ev: Some(&ev), ts: 0, key: &NULL, node: node.as_ref(), aggs: &aggs, tables: &[] };
+            let expected = cmp(op, &a.eval(&cx), &b.eval(&cx));
+            let c = CExpr::Cmp(op, Box::new(a), Box::new(b));
+            prop_assert_eq!(c.test(&cx), expected);
         }
     }
 }

@@ -65,6 +65,9 @@ pub struct CompiledPattern {
     /// event. They are computed once per event, so that a partial match the event cannot advance
     /// is rejected without touching its history.
     pub guards: Vec<Option<CExpr>>,
+    /// For a condition with a guard: the conjuncts that read partial-match state, all that is
+    /// left to test once the guard holds.
+    pub residuals: Vec<Option<CExpr>>,
     pub aggs: Vec<AggSpec>,
     /// Values that `collect()` reads from bound events, computed when an event of the name is
     /// bound (so that the event itself need not be kept).
@@ -653,7 +656,7 @@ impl<'a, 'p> PatternCx<'a, 'p> {
             }
         };
         let event_local = conds.iter().map(CExpr::is_event_local).collect();
-        let guards = conds.iter().map(local_guard).collect();
+        let (guards, residuals) = conds.iter().map(split_local).unzip();
         Some(CompiledPattern {
             name: d.name.name.clone(),
             reads,
@@ -665,6 +668,7 @@ impl<'a, 'p> PatternCx<'a, 'p> {
             conds,
             event_local,
             guards,
+            residuals,
             aggs: std::mem::take(&mut self.aggs),
             captures: std::mem::take(&mut self.captures),
             nfa,
@@ -1574,8 +1578,11 @@ impl<'a, 'p> PatternCx<'a, 'p> {
     }
 }
 
-/// The event-local conjuncts of a condition that is not event-local as a whole.
-fn local_guard(cond: &CExpr) -> Option<CExpr> {
+/// A condition that is not event-local as a whole, split into its event-local conjuncts (the
+/// guard) and the others (the residual), each joined with `and`: the condition holds exactly
+/// when both do, as a condition is a pure test. `(None, None)` where there is nothing to split:
+/// the condition is event-local, or none of its conjuncts is.
+fn split_local(cond: &CExpr) -> (Option<CExpr>, Option<CExpr>) {
     fn conjuncts<'a>(c: &'a CExpr, out: &mut Vec<&'a CExpr>) {
         match c {
             CExpr::And(a, b) => {
@@ -1586,14 +1593,22 @@ fn local_guard(cond: &CExpr) -> Option<CExpr> {
         }
     }
     if cond.is_event_local() {
-        return None;
+        return (None, None);
     }
     let mut all = Vec::new();
     conjuncts(cond, &mut all);
-    all.into_iter()
-        .filter(|c| c.is_event_local())
-        .cloned()
-        .reduce(|a, b| CExpr::And(Box::new(a), Box::new(b)))
+    let join = |parts: Vec<&CExpr>| {
+        parts
+            .into_iter()
+            .cloned()
+            .reduce(|a, b| CExpr::And(Box::new(a), Box::new(b)))
+    };
+    let (local, rest): (Vec<&CExpr>, Vec<&CExpr>) =
+        all.into_iter().partition(|c| c.is_event_local());
+    match join(local) {
+        None => (None, None),
+        guard => (guard, join(rest)),
+    }
 }
 
 impl Program {

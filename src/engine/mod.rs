@@ -680,7 +680,9 @@ fn holds(c: &Cond, p: &CompiledPattern, cx: &EvalCtx<'_>, cache: &mut [u8]) -> b
         Cond::True => true,
         Cond::Def(n) => {
             let i = *n as usize;
-            def_for_event(p, i, cx, cache).unwrap_or_else(|| p.conds[i].test(cx))
+            // Past an undecided guard, the guard holds: only the residual is left to test.
+            def_for_event(p, i, cx, cache)
+                .unwrap_or_else(|| p.residuals[i].as_ref().unwrap_or(&p.conds[i]).test(cx))
         }
         Cond::Not(a) => !holds(a, p, cx, cache),
         Cond::And(a, b) => holds(a, p, cx, cache) && holds(b, p, cx, cache),
