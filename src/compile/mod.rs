@@ -31,6 +31,20 @@ pub enum SkipStrategy {
 pub struct EmitSpec {
     pub sink: String,
     pub fields: Vec<(String, CExpr)>,
+    /// The constant parts of its records' JSON.
+    pub json: crate::engine::output::RecordJson,
+}
+
+impl EmitSpec {
+    /// Writes [`EmitSpec::json`] for the records of pattern `pattern`.
+    fn with_json(mut self, pattern: &str) -> Self {
+        self.json = crate::engine::output::RecordJson::new(
+            pattern,
+            &self.sink,
+            self.fields.iter().map(|(n, _)| n.as_str()),
+        );
+        self
+    }
 }
 
 /// What a name declared in a pattern is.
@@ -592,7 +606,7 @@ impl<'a, 'p> PatternCx<'a, 'p> {
         });
 
         // emit
-        let emit = self.emit(emit);
+        let emit = self.emit(emit).with_json(&d.name.name);
         let on_timeout = d.on_timeout.as_ref().map(|e| {
             if d.within.is_none() {
                 self.error_hint(
@@ -601,7 +615,7 @@ impl<'a, 'p> PatternCx<'a, 'p> {
                     "add `within 10m` (or another duration)",
                 );
             }
-            self.emit(e)
+            self.emit(e).with_json(&d.name.name)
         });
 
         // skip
@@ -702,6 +716,7 @@ impl<'a, 'p> PatternCx<'a, 'p> {
         EmitSpec {
             sink: e.sink.name.clone(),
             fields,
+            json: Default::default(),
         }
     }
 

@@ -1286,6 +1286,7 @@ fn emit(
         timeout,
         names: &spec.fields,
         values: &em.values,
+        json: &spec.json,
     });
 }
 

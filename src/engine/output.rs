@@ -2,6 +2,7 @@
 
 use crate::event::value::write_json_str;
 use crate::event::Value;
+use serde::{Deserialize, Serialize};
 
 /// One emitted record. Borrowed from the engine for the duration of [`Output::record`].
 #[derive(Debug)]
@@ -15,14 +16,31 @@ pub struct Record<'a> {
     pub timeout: bool,
     pub names: &'a [(String, crate::compile::expr::CExpr)],
     pub values: &'a [Value],
+    /// The parts of the record's JSON that are the same for every record of its `emit`.
+    pub json: &'a RecordJson,
 }
 
 impl Record<'_> {
     /// Writes the record as one JSON object (no newline), in the envelope of `kairos replay`:
     /// `{"pattern":..,"sink":..,"key":..,"ts":..,"value":{..}}`.
+    // HOT PATH: once per match; the constant parts are copied, not written out again.
     pub fn write_json(&self, out: &mut Vec<u8>) {
-        let fields = self.names.iter().map(|(n, _)| n.as_str()).zip(self.values);
-        write_envelope(out, self.pattern, self.sink, self.key, self.ts, fields);
+        out.extend_from_slice(self.json.head.as_bytes());
+        self.key.write_json(out);
+        out.extend_from_slice(b",\"ts\":");
+        out.extend_from_slice(itoa::Buffer::new().format(self.ts).as_bytes());
+        out.extend_from_slice(b",\"value\":");
+        if self.values.is_empty() {
+            out.extend_from_slice(b"{}");
+        }
+        for (name, v) in self.json.names.iter().zip(self.values) {
+            out.extend_from_slice(name.as_bytes());
+            v.write_json(out);
+        }
+        if !self.values.is_empty() {
+            out.push(b'}');
+        }
+        out.push(b'}');
     }
 
     pub fn to_owned(&self) -> OwnedRecord {
@@ -64,6 +82,39 @@ impl OwnedRecord {
         let mut out = Vec::new();
         self.write_json(&mut out);
         String::from_utf8(out).expect("records are UTF-8")
+    }
+}
+
+/// The constant parts of the JSON of the records of one `emit` clause, written when the pattern
+/// compiles: everything up to the key, and each field's name with the punctuation before it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordJson {
+    /// `{"pattern":..,"sink":..,"key":`
+    head: String,
+    /// `{"name":` for the first field, `,"name":` for the others.
+    names: Vec<String>,
+}
+
+impl RecordJson {
+    pub fn new<'n>(pattern: &str, sink: &str, names: impl Iterator<Item = &'n str>) -> Self {
+        let mut head = b"{\"pattern\":".to_vec();
+        write_json_str(pattern, &mut head);
+        head.extend_from_slice(b",\"sink\":");
+        write_json_str(sink, &mut head);
+        head.extend_from_slice(b",\"key\":");
+        let names = names
+            .enumerate()
+            .map(|(i, n)| {
+                let mut b = vec![if i == 0 { b'{' } else { b',' }];
+                write_json_str(n, &mut b);
+                b.push(b':');
+                String::from_utf8(b).expect("JSON of strings is UTF-8")
+            })
+            .collect();
+        RecordJson {
+            head: String::from_utf8(head).expect("JSON of strings is UTF-8"),
+            names,
+        }
     }
 }
 
@@ -115,5 +166,51 @@ impl Output for Vec<OwnedRecord> {
 impl<F: FnMut(&Record<'_>)> Output for F {
     fn record(&mut self, r: &Record<'_>) {
         self(r)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::compile::expr::CExpr;
+
+    /// The constant parts written ahead give the same JSON as writing the record out in full,
+    /// names that need escapes and records without fields included.
+    #[test]
+    fn precomputed_json_matches_the_full_envelope() {
+        let cases: [(&str, &str, &[&str]); 3] = [
+            ("p", "alerts", &["user", "deposit"]),
+            ("quo\"te", "s\\ink", &["na\"me", "\u{1}", "é"]),
+            ("empty", "out", &[]),
+        ];
+        for (pattern, sink, names) in cases {
+            let fields: Vec<(String, CExpr)> =
+                names.iter().map(|n| (n.to_string(), CExpr::Key)).collect();
+            let values: Vec<Value> = (0..names.len())
+                .map(|i| {
+                    if i % 2 == 0 {
+                        Value::Int(i as i64)
+                    } else {
+                        Value::from("v\n")
+                    }
+                })
+                .collect();
+            let json = RecordJson::new(pattern, sink, names.iter().copied());
+            let r = Record {
+                pattern,
+                sink,
+                key: &Value::from("k"),
+                ts: -5,
+                timeout: false,
+                names: &fields,
+                values: &values,
+                json: &json,
+            };
+            let mut fast = Vec::new();
+            r.write_json(&mut fast);
+            let full = r.to_owned().to_json();
+            assert_eq!(String::from_utf8(fast).unwrap(), full);
+            serde_json::from_str::<serde_json::Value>(&full).unwrap();
+        }
     }
 }
