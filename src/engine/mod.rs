@@ -419,15 +419,26 @@ impl Engine {
             }
             let now = if p.event_time { ev.ts } else { ev.arrival };
             let st = &mut self.state.patterns[pi];
-            fire_timers(p, prog, st, now, &mut self.scratch, &mut self.stats, out);
+            if st.timers.peek().is_some_and(|t| t.0.at <= now) {
+                fire_timers(p, prog, st, now, &mut self.scratch, &mut self.stats, out);
+            }
             if let Some(mask) = routed {
                 if pi >= 64 || mask & (1 << pi) == 0 {
                     continue;
                 }
             }
-            let key = key_of(p, prog, ev);
+            // The usual key, a field, is read in place: it is copied only where the key's state
+            // is inserted or its window scheduled.
+            let computed;
+            let key = match &p.key {
+                Some(CExpr::Field(slot)) => &ev.slots[*slot as usize],
+                _ => {
+                    computed = key_of(p, prog, ev);
+                    &computed
+                }
+            };
             if let (None, Some((index, count))) = (routed, self.shard) {
-                if shard_of(&key, count) != index {
+                if shard_of(key, count) != index {
                     continue;
                 }
             }
@@ -440,14 +451,14 @@ impl Engine {
             // event leaves a partial match open, so that events which start nothing cost no
             // insert.
             let mut is_fresh = false;
-            let ks = match keys.get_mut(&key) {
+            let ks = match keys.get_mut(key) {
                 Some(ks) => {
                     if ks.next_close <= now {
                         advance_key(
                             p,
                             prog,
                             ks,
-                            &key,
+                            key,
                             now,
                             &mut self.scratch,
                             &mut self.stats,
@@ -465,7 +476,7 @@ impl Engine {
                 p,
                 prog,
                 ks,
-                &key,
+                key,
                 ev,
                 now,
                 &self.opts,
@@ -476,16 +487,16 @@ impl Engine {
             let empty = ks.runs.is_empty();
             if !empty {
                 ks.origin = ev.origin;
-                schedule(timers, timer_seq, ks, &key);
+                schedule(timers, timer_seq, ks, key);
             }
             match (is_fresh, empty) {
                 // An event that leaves nothing open leaves the spare state as it found it.
                 (true, true) => {}
                 (true, false) => {
-                    keys.insert(key, std::mem::take(&mut self.fresh));
+                    keys.insert(key.clone(), std::mem::take(&mut self.fresh));
                 }
                 (false, true) => {
-                    keys.remove(&key);
+                    keys.remove(key);
                 }
                 (false, false) => {}
             }
@@ -768,6 +779,23 @@ fn holds_for_event(
 /// ends in exactly one IGNORE edge back to the state. False where it cannot tell. A run in such a
 /// state is passed over without reading its history.
 fn quiet(p: &CompiledPattern, state: StateId, cx: &EvalCtx<'_>, cache: &mut [u8]) -> bool {
+    let edges = &p.nfa.states[state as usize].edges;
+    if !has_proceed(edges) {
+        // The usual state: its own edges are the whole walk.
+        let mut stays = false;
+        for e in edges {
+            match holds_for_event(&e.cond, p, cx, cache) {
+                Some(false) => continue,
+                None => return false,
+                Some(true) => {}
+            }
+            match e.action {
+                Action::Ignore if e.target == state && !stays => stays = true,
+                _ => return false,
+            }
+        }
+        return stays;
+    }
     let mut stack = smallstack::Stack::new(state);
     let mut budget = walk_limit(p);
     let mut stays = false;
@@ -791,6 +819,20 @@ fn quiet(p: &CompiledPattern, state: StateId, cx: &EvalCtx<'_>, cache: &mut [u8]
         }
     }
     stays
+}
+
+/// Whether the event, decided from itself alone, starts nothing: no TAKE or PROCEED edge of
+/// the start state can hold (its IGNORE edges create nothing). The start state is then passed
+/// over without its walk.
+fn start_inert(p: &CompiledPattern, cx: &EvalCtx<'_>, cache: &mut [u8]) -> bool {
+    p.nfa.states[p.nfa.start as usize].edges.iter().all(|e| {
+        e.action == Action::Ignore || holds_for_event(&e.cond, p, cx, cache) == Some(false)
+    })
+}
+
+#[inline]
+fn has_proceed(edges: &[crate::compile::nfa::Edge]) -> bool {
+    edges.iter().any(|e| e.action == Action::Proceed)
 }
 
 /// The per-event verdicts of [`quiet`], by state: `verdicts[s]` is `(epoch, quiet)`, current
@@ -897,7 +939,11 @@ fn process_key(
     for ri in 0..=nruns {
         let is_start = ri == nruns;
         let run: &Run = if is_start { &start } else { &ks.runs[ri] };
-        if !is_start && quiet.get(p, run.state, &event_only, cond_cache) {
+        if is_start {
+            if start_inert(p, &event_only, cond_cache) {
+                continue;
+            }
+        } else if quiet.get(p, run.state, &event_only, cond_cache) {
             if changed {
                 new_runs.push(stays(ri));
             }
@@ -994,32 +1040,7 @@ fn process_key(
                         discard = true;
                         continue;
                     }
-                    let name = bind.unwrap_or(0);
-                    // The values bound are the event's own.
-                    let cur = &event_only;
-                    // Sized once: a node with more values than fit inline gets one
-                    // allocation, not one per doubling as the values are pushed.
-                    let held = p.aggs.len() + p.captures.iter().filter(|(n, _)| *n == name).count();
-                    let mut vals = path::NodeValues::with_capacity(held);
-                    for (i, spec) in p.aggs.iter().enumerate() {
-                        let prev = run.path.as_ref().and_then(|n| n.vals[i].as_ref());
-                        vals.push(if spec.name == name {
-                            spec.fold(&prev.cloned(), &spec.expr.eval(cur))
-                        } else {
-                            prev.cloned()
-                        });
-                    }
-                    for (n, e) in &p.captures {
-                        if *n == name {
-                            vals.push(Some(e.eval(cur).into_owned()));
-                        }
-                    }
-                    let node = Arc::new(PathNode {
-                        name,
-                        seq: ev.seq,
-                        prev: run.path.clone(),
-                        vals,
-                    });
+                    let node = bind_event(p, run.path.as_ref(), bind.unwrap_or(0), ev, &event_only);
                     let (start_ts, start_seq) = if is_start {
                         (now, ev.seq)
                     } else {
@@ -1077,6 +1098,43 @@ fn process_key(
     ks.runs.extend(new_runs.drain(..));
 }
 
+/// The node that binds `ev` to `name` after `prev`: the running aggregates folded on, and the
+/// values `collect()` will read of it.
+// HOT PATH: once per event bound.
+#[inline(never)]
+fn bind_event(
+    p: &CompiledPattern,
+    prev: Option<&Arc<PathNode>>,
+    name: NameId,
+    ev: &Event,
+    event_only: &EvalCtx<'_>,
+) -> Arc<PathNode> {
+    // Sized once: a node with more values than fit inline gets one allocation, not one per
+    // doubling as the values are pushed.
+    let held = p.aggs.len() + p.captures.iter().filter(|(n, _)| *n == name).count();
+    let mut vals = path::NodeValues::with_capacity(held);
+    for (i, spec) in p.aggs.iter().enumerate() {
+        let before = prev.and_then(|n| n.vals[i].as_ref());
+        vals.push(if spec.name == name {
+            // The values bound are the event's own.
+            spec.fold(&before.cloned(), &spec.expr.eval(event_only))
+        } else {
+            before.cloned()
+        });
+    }
+    for (n, e) in &p.captures {
+        if *n == name {
+            vals.push(Some(e.eval(event_only).into_owned()));
+        }
+    }
+    Arc::new(PathNode {
+        name,
+        seq: ev.seq,
+        prev: prev.cloned(),
+        vals,
+    })
+}
+
 /// Marks, in the list of runs being rebuilt, the place of run `index` of the key, which stays
 /// as it is: it is moved there once the new list is complete. No automaton has this state
 /// ([`crate::compile::nfa::MAX_STATES`] is far below it).
@@ -1100,6 +1158,9 @@ fn final_after_proceed(
     cx: &EvalCtx<'_>,
     cache: &mut [u8],
 ) -> Option<StateId> {
+    if !has_proceed(&p.nfa.states[state as usize].edges) {
+        return None;
+    }
     let mut stack: smallstack::Stack = smallstack::Stack::new(state);
     let mut budget = walk_limit(p);
     while let Some(s) = stack.pop() {
