@@ -340,7 +340,7 @@ impl CExpr {
 
 /// A number, or null, as arithmetic and comparisons see it: what [`CExpr::num`] computes
 /// without building a [`Value`].
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Num {
     Null,
     Int(i64),
@@ -429,7 +429,7 @@ fn arith_num(op: ArithOp, a: Num, b: Num) -> Num {
 
 /// [`cmp`] on numbers.
 #[inline]
-fn cmp_num(op: CmpOp, a: Num, b: Num) -> bool {
+pub(crate) fn cmp_num(op: CmpOp, a: Num, b: Num) -> bool {
     let o = match (a, b) {
         (Num::Int(x), Num::Int(y)) => Some(x.cmp(&y)),
         _ => match (a.as_f64(), b.as_f64()) {

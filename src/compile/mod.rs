@@ -5,6 +5,7 @@
 
 pub mod expr;
 pub mod load;
+pub mod local;
 pub mod nfa;
 
 use crate::event::TimeUnit;
@@ -82,6 +83,9 @@ pub struct CompiledPattern {
     /// For a condition with a guard: the conjuncts that read partial-match state, all that is
     /// left to test once the guard holds.
     pub residuals: Vec<Option<CExpr>>,
+    /// What the current event alone decides of each condition, compiled for speed: the whole
+    /// condition where it is event-local, its guard otherwise.
+    pub local_tests: Vec<Option<local::LocalTest>>,
     pub aggs: Vec<AggSpec>,
     /// Values that `collect()` reads from bound events, computed when an event of the name is
     /// bound (so that the event itself need not be kept).
@@ -670,7 +674,16 @@ impl<'a, 'p> PatternCx<'a, 'p> {
             }
         };
         let event_local = conds.iter().map(CExpr::is_event_local).collect();
-        let (guards, residuals) = conds.iter().map(split_local).unzip();
+        let (guards, residuals): (Vec<_>, Vec<_>) = conds.iter().map(split_local).unzip();
+        let local_tests = conds
+            .iter()
+            .zip(&guards)
+            .map(|(c, g)| match (c.is_event_local(), g) {
+                (true, _) => Some(local::LocalTest::new(c)),
+                (false, Some(g)) => Some(local::LocalTest::new(g)),
+                (false, None) => None,
+            })
+            .collect();
         Some(CompiledPattern {
             name: d.name.name.clone(),
             reads,
@@ -683,6 +696,7 @@ impl<'a, 'p> PatternCx<'a, 'p> {
             event_local,
             guards,
             residuals,
+            local_tests,
             aggs: std::mem::take(&mut self.aggs),
             captures: std::mem::take(&mut self.captures),
             nfa,

@@ -726,12 +726,15 @@ fn def_for_event(
     cx: &EvalCtx<'_>,
     cache: &mut [u8],
 ) -> Option<bool> {
+    let t = p.local_tests[i].as_ref()?;
     if p.event_local[i] {
-        return Some(cached(cache, i, || p.conds[i].test(cx)));
+        return Some(cached(cache, i, || t.test(cx)));
     }
-    match &p.guards[i] {
-        Some(g) if !cached(cache, p.conds.len() + i, || g.test(cx)) => Some(false),
-        _ => None,
+    // The guard.
+    if cached(cache, p.conds.len() + i, || t.test(cx)) {
+        None
+    } else {
+        Some(false)
     }
 }
 

@@ -1,0 +1,222 @@
+//! Conditions on the current event alone, compiled to flat, typed tests.
+//!
+//! Every event meets the event-local conditions of the patterns that read its stream: the start
+//! step's condition always, and the guards of the steps its key's partial matches wait for. Most
+//! are conjunctions of a field compared with a literal (`type == "deposit" and amount >= 20`).
+//! Walking the expression tree for them costs more than the comparisons themselves, so each is
+//! compiled to a list of typed tests with the language's exact semantics; any other shape stays a
+//! general expression in the list.
+
+use super::expr::{CExpr, CmpOp, EvalCtx, Num};
+use crate::event::Value;
+use serde::{Deserialize, Serialize};
+use smol_str::SmolStr;
+
+/// An event-local condition: holds when every one of its tests does.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LocalTest {
+    tests: Vec<Atom>,
+    /// The condition as written, for a context without an event.
+    whole: CExpr,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+enum Atom {
+    /// `field == "text"` (`eq`) or `field != "text"`.
+    Str { slot: u32, text: SmolStr, eq: bool },
+    /// `field OP number`.
+    Num { slot: u32, op: CmpOp, value: Num },
+    /// Any other condition.
+    Expr(CExpr),
+}
+
+impl LocalTest {
+    /// Compiles an event-local condition.
+    pub fn new(cond: &CExpr) -> LocalTest {
+        let mut tests = Vec::new();
+        conjuncts(cond, &mut tests);
+        LocalTest {
+            tests,
+            whole: cond.clone(),
+        }
+    }
+
+    /// The condition on the current event of `cx`.
+    // HOT PATH: once per event for each event-local condition it meets.
+    #[inline]
+    pub fn test(&self, cx: &EvalCtx<'_>) -> bool {
+        let Some(ev) = cx.ev else {
+            return self.whole.test(cx);
+        };
+        self.tests.iter().all(|t| match t {
+            Atom::Str { slot, text, eq } => str_cmp(&ev.slots[*slot as usize], text, *eq),
+            Atom::Num { slot, op, value } => num_cmp(&ev.slots[*slot as usize], *op, *value),
+            Atom::Expr(e) => e.test(cx),
+        })
+    }
+}
+
+fn conjuncts(c: &CExpr, out: &mut Vec<Atom>) {
+    match c {
+        CExpr::And(a, b) => {
+            conjuncts(a, out);
+            conjuncts(b, out);
+        }
+        CExpr::Cmp(op, a, b) => match (&**a, &**b, op) {
+            (CExpr::Field(slot), CExpr::Const(Value::Str(text)), CmpOp::Eq | CmpOp::Ne) => out
+                .push(Atom::Str {
+                    slot: *slot,
+                    text: text.clone(),
+                    eq: *op == CmpOp::Eq,
+                }),
+            (CExpr::Field(slot), CExpr::Const(v @ (Value::Int(_) | Value::Float(_))), _) => out
+                .push(Atom::Num {
+                    slot: *slot,
+                    op: *op,
+                    value: match v {
+                        Value::Int(i) => Num::Int(*i),
+                        Value::Float(f) => Num::Float(*f),
+                        _ => unreachable!("matched as a number"),
+                    },
+                }),
+            _ => out.push(Atom::Expr(c.clone())),
+        },
+        other => out.push(Atom::Expr(other.clone())),
+    }
+}
+
+/// `v == text` (`eq`) or `v != text` as the language has them: null equals nothing and differs
+/// from nothing; a value of another type is not equal.
+#[inline]
+fn str_cmp(v: &Value, text: &str, eq: bool) -> bool {
+    match v {
+        Value::Str(s) => short_eq(s.as_bytes(), text.as_bytes()) == eq,
+        Value::Null => false,
+        _ => !eq,
+    }
+}
+
+/// `v OP value` as the language has it: numbers by value, null and other types never compare
+/// (only `!=` holds between a non-null value of another type and a number).
+#[inline]
+fn num_cmp(v: &Value, op: CmpOp, value: Num) -> bool {
+    let x = match v {
+        Value::Int(i) => Num::Int(*i),
+        Value::Float(f) => Num::Float(*f),
+        Value::Null => return false,
+        _ => return op == CmpOp::Ne,
+    };
+    super::expr::cmp_num(op, x, value)
+}
+
+/// Byte equality, without a call for the short strings conditions compare (ids, kinds).
+#[inline(always)]
+fn short_eq(a: &[u8], b: &[u8]) -> bool {
+    let n = a.len();
+    if n != b.len() {
+        return false;
+    }
+    let word = |s: &[u8], at: usize| u64::from_le_bytes(s[at..at + 8].try_into().expect("8 bytes"));
+    let half = |s: &[u8], at: usize| u32::from_le_bytes(s[at..at + 4].try_into().expect("4 bytes"));
+    match n {
+        // Two words that overlap cover the string.
+        8..=16 => word(a, 0) == word(b, 0) && word(a, n - 8) == word(b, n - 8),
+        4..=7 => half(a, 0) == half(b, 0) && half(a, n - 4) == half(b, n - 4),
+        _ => a == b,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::Event;
+    use proptest::prelude::*;
+
+    fn value() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            Just(Value::Null),
+            (-3i64..3).prop_map(Value::Int),
+            prop_oneof![Just(-0.0), Just(1.5), Just(f64::NAN), Just(2.0)].prop_map(Value::Float),
+            prop_oneof![
+                Just(""),
+                Just("bet"),
+                Just("bets"),
+                Just("deposit"),
+                Just("depositX"),
+                Just("withdrawal"),
+                Just("withdrawbl"),
+                Just("a string longer than sixteen"),
+                Just("a string longer than sixteeN"),
+            ]
+            .prop_map(Value::from),
+            any::<bool>().prop_map(Value::Bool),
+        ]
+    }
+
+    fn op() -> impl Strategy<Value = CmpOp> {
+        prop_oneof![
+            Just(CmpOp::Eq),
+            Just(CmpOp::Ne),
+            Just(CmpOp::Lt),
+            Just(CmpOp::Le),
+            Just(CmpOp::Gt),
+            Just(CmpOp::Ge)
+        ]
+    }
+
+    /// Comparisons of a field with a literal of any type, and shapes kept as expressions (a
+    /// literal on the left, `or`), joined with `and`.
+    fn cond() -> impl Strategy<Value = CExpr> {
+        let cmp = (op(), 0u32..3, value(), any::<bool>()).prop_map(|(op, slot, v, flip)| {
+            let (f, c) = (Box::new(CExpr::Field(slot)), Box::new(CExpr::Const(v)));
+            if flip {
+                CExpr::Cmp(op, c, f)
+            } else {
+                CExpr::Cmp(op, f, c)
+            }
+        });
+        cmp.prop_recursive(3, 8, 2, |inner| {
+            prop_oneof![
+                3 => (inner.clone(), inner.clone())
+                    .prop_map(|(a, b)| CExpr::And(Box::new(a), Box::new(b))),
+                1 => (inner.clone(), inner).prop_map(|(a, b)| CExpr::Or(Box::new(a), Box::new(b))),
+            ]
+        })
+    }
+
+    proptest! {
+        // Cheap cases: enough of them to meet each type against each literal and operator.
+        #![proptest_config(ProptestConfig::with_cases(4096))]
+
+        /// The compiled test holds exactly where the condition does.
+        #[test]
+        fn compiled_tests_agree_with_the_expression(
+            c in cond(),
+            slots in proptest::collection::vec(value(), 3),
+        ) {
+            let ev = Event { slots, ..Event::default() };
+            let key = Value::Null;
+            let cx = EvalCtx { ev: Some(&ev), ts: 0, key: &key, node: None, aggs: &[], tables: &[] };
+            prop_assert_eq!(LocalTest::new(&c).test(&cx), c.test(&cx));
+            let none = EvalCtx { ev: None, ..cx };
+            prop_assert_eq!(LocalTest::new(&c).test(&none), c.test(&none));
+        }
+
+        /// Byte equality on every length around the word sizes, for strings that differ in one
+        /// byte anywhere, or in length, or not at all.
+        #[test]
+        fn short_eq_is_byte_equality(
+            a in proptest::collection::vec(any::<u8>(), 0..20),
+            at in any::<proptest::sample::Index>(),
+            change in 0u8..3,
+        ) {
+            let mut b = a.clone();
+            match change {
+                0 if !b.is_empty() => b[at.index(a.len())] ^= 1,
+                1 => b.push(0),
+                _ => {}
+            }
+            prop_assert_eq!(short_eq(&a, &b), a == b);
+        }
+    }
+}
