@@ -685,19 +685,32 @@ fn advance_key(
 }
 
 /// Evaluates an edge condition against a run.
-#[inline]
+// HOT PATH: the usual conditions (a definition, its negation) without a recursive call.
+#[inline(always)]
 fn holds(c: &Cond, p: &CompiledPattern, cx: &EvalCtx<'_>, cache: &mut [u8]) -> bool {
     match c {
         Cond::True => true,
-        Cond::Def(n) => {
-            let i = *n as usize;
-            // Past an undecided guard, the guard holds: only the residual is left to test.
-            def_for_event(p, i, cx, cache)
-                .unwrap_or_else(|| p.residuals[i].as_ref().unwrap_or(&p.conds[i]).test(cx))
-        }
-        Cond::Not(a) => !holds(a, p, cx, cache),
-        Cond::And(a, b) => holds(a, p, cx, cache) && holds(b, p, cx, cache),
-        Cond::Or(xs) => xs.iter().any(|x| holds(x, p, cx, cache)),
+        Cond::Def(n) => def_holds(*n as usize, p, cx, cache),
+        Cond::Not(a) if matches!(**a, Cond::Def(_)) => !holds_nested(a, p, cx, cache),
+        _ => holds_nested(c, p, cx, cache),
+    }
+}
+
+#[inline(always)]
+fn def_holds(i: usize, p: &CompiledPattern, cx: &EvalCtx<'_>, cache: &mut [u8]) -> bool {
+    // Past an undecided guard, the guard holds: only the residual is left to test.
+    def_for_event(p, i, cx, cache)
+        .unwrap_or_else(|| p.residuals[i].as_ref().unwrap_or(&p.conds[i]).test(cx))
+}
+
+/// [`holds`] for any shape.
+fn holds_nested(c: &Cond, p: &CompiledPattern, cx: &EvalCtx<'_>, cache: &mut [u8]) -> bool {
+    match c {
+        Cond::True => true,
+        Cond::Def(n) => def_holds(*n as usize, p, cx, cache),
+        Cond::Not(a) => !holds_nested(a, p, cx, cache),
+        Cond::And(a, b) => holds_nested(a, p, cx, cache) && holds_nested(b, p, cx, cache),
+        Cond::Or(xs) => xs.iter().any(|x| holds_nested(x, p, cx, cache)),
     }
 }
 
@@ -741,6 +754,8 @@ fn def_for_event(
 /// What an edge condition is on this event as far as the event alone decides it: `None` where
 /// it depends on the partial match (a condition reading earlier events whose event-local
 /// conjuncts all hold).
+// HOT PATH: the usual conditions without a recursive call, as in `holds`.
+#[inline(always)]
 fn holds_for_event(
     c: &Cond,
     p: &CompiledPattern,
@@ -750,10 +765,27 @@ fn holds_for_event(
     match c {
         Cond::True => Some(true),
         Cond::Def(n) => def_for_event(p, *n as usize, cx, cache),
-        Cond::Not(a) => holds_for_event(a, p, cx, cache).map(|b| !b),
-        Cond::And(a, b) => match holds_for_event(a, p, cx, cache) {
+        Cond::Not(a) if matches!(**a, Cond::Def(_)) => {
+            holds_for_event_nested(a, p, cx, cache).map(|b| !b)
+        }
+        _ => holds_for_event_nested(c, p, cx, cache),
+    }
+}
+
+/// [`holds_for_event`] for any shape.
+fn holds_for_event_nested(
+    c: &Cond,
+    p: &CompiledPattern,
+    cx: &EvalCtx<'_>,
+    cache: &mut [u8],
+) -> Option<bool> {
+    match c {
+        Cond::True => Some(true),
+        Cond::Def(n) => def_for_event(p, *n as usize, cx, cache),
+        Cond::Not(a) => holds_for_event_nested(a, p, cx, cache).map(|b| !b),
+        Cond::And(a, b) => match holds_for_event_nested(a, p, cx, cache) {
             Some(false) => Some(false),
-            a => match (a, holds_for_event(b, p, cx, cache)) {
+            a => match (a, holds_for_event_nested(b, p, cx, cache)) {
                 (_, Some(false)) => Some(false),
                 (Some(true), Some(true)) => Some(true),
                 _ => None,
@@ -762,7 +794,7 @@ fn holds_for_event(
         Cond::Or(xs) => {
             let mut all_false = true;
             for x in xs {
-                match holds_for_event(x, p, cx, cache) {
+                match holds_for_event_nested(x, p, cx, cache) {
                     Some(true) => return Some(true),
                     Some(false) => {}
                     None => all_false = false,
