@@ -961,6 +961,8 @@ fn process_key(
     // While every run stays as it is (the usual event: it advances nothing), the key's run list
     // is left untouched; from the first run that changes, the new list is built in `new_runs`.
     let mut changed = false;
+    // Whether the start state alone changed anything: its new runs wait in `from_one`.
+    let mut start_only = false;
     let nruns = ks.runs.len();
     // What the event alone decides reads no partial match.
     let event_only = EvalCtx {
@@ -1042,7 +1044,7 @@ fn process_key(
         if is_start && edges.is_empty() {
             continue;
         }
-        if !changed {
+        if !changed && !is_start {
             changed = true;
             new_runs.extend((0..ri).map(stays));
         }
@@ -1102,9 +1104,28 @@ fn process_key(
                 Action::Proceed => unreachable!("proceed edges are followed, not collected"),
             }
         }
-        if !discard {
+        if is_start && !changed {
+            start_only = true;
+            if discard {
+                from_one.clear();
+            }
+        } else if !discard {
             new_runs.append(from_one);
         }
+    }
+    if start_only {
+        // The usual change, a new partial match and nothing else: appended in place, without
+        // rebuilding the key's list.
+        if matches.is_empty() && nruns + from_one.len() <= opts.max_runs_per_key {
+            for r in from_one.drain(..) {
+                ks.next_close = ks.next_close.min(window_close(p, &r));
+                ks.runs.push(r);
+            }
+            return;
+        }
+        changed = true;
+        new_runs.extend((0..nruns).map(stays));
+        new_runs.append(from_one);
     }
     if !changed {
         return;
