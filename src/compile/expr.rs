@@ -602,7 +602,9 @@ mod tests {
 
     /// Expressions of up to three operations over two fields, two aggregates and constants:
     /// the shapes `CExpr::num` takes, and some it leaves to `eval` (negation).
-    fn expr() -> impl Strategy<Value = CExpr> {
+    fn expr() -> BoxedStrategy<CExpr> {
+        // Boxed, so that the nested strategies' values do not pile up in one stack frame (a
+        // debug build overflows the test thread's stack otherwise).
         let leaf = || {
             prop_oneof![
                 value().prop_map(CExpr::Const),
@@ -633,6 +635,7 @@ mod tests {
             )),
             (op(), leaf(), leaf()).prop_map(move |(o, a, b)| CExpr::Neg(Box::new(arith(o, a, b)))),
         ]
+        .boxed()
     }
 
     fn cmp_op() -> impl Strategy<Value = CmpOp> {
