@@ -1273,7 +1273,7 @@ mod smallstack {
     }
 }
 
-/// The positions and names of a match's events, in time order: the key of the tie order.
+/// The positions and names of a match's events, in time order.
 fn tie_key(r: &Run) -> Vec<(u64, NameId)> {
     let mut v = Vec::new();
     let mut n = r.path.as_deref();
@@ -1283,6 +1283,23 @@ fn tie_key(r: &Run) -> Vec<(u64, NameId)> {
     }
     v.reverse();
     v
+}
+
+/// The order in which matches completing on one event are emitted: their events' positions
+/// compared one by one in time order, then the names they are bound to.
+///
+/// A match's first event is the one that started it, so its position is `start_seq`: matches
+/// that started on different events (nearly every tie) are ordered without reading their
+/// history, which is usually no longer in the cache.
+fn tie_order(a: &Run, b: &Run) -> std::cmp::Ordering {
+    a.start_seq.cmp(&b.start_seq).then_with(|| {
+        let (ka, kb) = (tie_key(a), tie_key(b));
+        let seqs = |k: &[(u64, NameId)]| k.iter().map(|x| x.0).collect::<Vec<_>>();
+        let names = |k: &[(u64, NameId)]| k.iter().map(|x| x.1).collect::<Vec<_>>();
+        seqs(&ka)
+            .cmp(&seqs(&kb))
+            .then_with(|| names(&ka).cmp(&names(&kb)))
+    })
 }
 
 /// Emits the matches that completed together, in the tie order, applying each one's skip
@@ -1301,20 +1318,7 @@ fn emit_matches(
     if matches.is_empty() {
         return;
     }
-    if matches.len() > 1 {
-        let mut keyed: Vec<(Vec<(u64, NameId)>, Run)> =
-            matches.drain(..).map(|r| (tie_key(&r), r)).collect();
-        keyed.sort_by(|a, b| {
-            let sa: Vec<u64> = a.0.iter().map(|x| x.0).collect();
-            let sb: Vec<u64> = b.0.iter().map(|x| x.0).collect();
-            sa.cmp(&sb).then_with(|| {
-                let na: Vec<NameId> = a.0.iter().map(|x| x.1).collect();
-                let nb: Vec<NameId> = b.0.iter().map(|x| x.1).collect();
-                na.cmp(&nb)
-            })
-        });
-        matches.extend(keyed.into_iter().map(|(_, r)| r));
-    }
+    matches.sort_by(tie_order);
     let mut i = 0;
     while i < matches.len() {
         let m = &matches[i];
