@@ -690,7 +690,7 @@ fn revoked_partitions_drop_their_partial_matches() {
         edit_config(
             &cfg,
             "[kafka.consumer]\n",
-            "[kafka.consumer]\n\"partition.assignment.strategy\" = \"range\"\n",
+            "[kafka.consumer]\n\"partition.assignment.strategy\" = \"range\"\n\"session.timeout.ms\" = 6000\n\"heartbeat.interval.ms\" = 500\n",
         );
         cfg
     };
