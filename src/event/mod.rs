@@ -2,10 +2,12 @@
 //! decoders from bytes.
 
 pub mod json;
+pub mod text;
 pub mod time;
 pub mod value;
 
 pub use json::{DecodeError, JsonDecoder};
+pub use text::Text;
 pub use time::TimeUnit;
 pub use value::Value;
 

@@ -1,13 +1,13 @@
 //! Values of event fields and expressions.
 
+use super::Text;
 use serde::{Deserialize, Serialize};
-use smol_str::SmolStr;
 use std::cmp::Ordering;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
-/// A dynamically typed value. Strings up to 23 bytes are stored inline, so most field values
-/// cost no allocation.
+/// A dynamically typed value. Strings up to 22 bytes are stored inline ([`Text`]), so most
+/// field values cost no allocation.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub enum Value {
     #[default]
@@ -15,7 +15,7 @@ pub enum Value {
     Bool(bool),
     Int(i64),
     Float(f64),
-    Str(SmolStr),
+    Str(Text),
     List(Arc<[Value]>),
 }
 
@@ -185,7 +185,7 @@ impl Hash for Value {
             }
             Value::Str(s) => {
                 state.write_u8(4);
-                s.as_str().hash(state)
+                s.hash(state)
             }
             Value::List(l) => {
                 state.write_u8(5);
@@ -207,7 +207,7 @@ impl From<f64> for Value {
 }
 impl From<&str> for Value {
     fn from(v: &str) -> Self {
-        Value::Str(SmolStr::new(v))
+        Value::Str(Text::from(v))
     }
 }
 impl From<bool> for Value {

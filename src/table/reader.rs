@@ -16,11 +16,10 @@ use super::format::{
 };
 use super::swap::FileId;
 use super::TableError;
-use crate::event::Value;
+use crate::event::{Text, Value};
 use memmap2::MmapMut;
 #[cfg(not(miri))]
 use memmap2::{Mmap, MmapOptions};
-use smol_str::SmolStr;
 use std::fmt;
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -736,7 +735,7 @@ impl<'a> Row<'a> {
             ColumnType::Int => self.int(col).map(Value::Int),
             ColumnType::Float => self.float(col).map(Value::Float),
             ColumnType::Bool => self.bool(col).map(Value::Bool),
-            ColumnType::Str => self.str(col).map(|s| Value::Str(SmolStr::new(s))),
+            ColumnType::Str => self.str(col).map(|s| Value::Str(Text::from(s))),
         };
         v.unwrap_or(Value::Null)
     }
