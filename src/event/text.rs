@@ -188,7 +188,10 @@ impl PartialEq<&str> for Text {
 }
 
 impl Hash for Text {
-    // HOT PATH: partition keys are hashed once per event: an inline string as three words.
+    // HOT PATH: partition keys are hashed once per event. An inline string's first two words are
+    // mixed with a wide multiplication: hashers such as Fx only multiply, which carries the
+    // low bytes of an id (`u00`) up into the bits hash tables index by and leaves its varying
+    // digits out of the tag bits, crowding the table.
     #[inline]
     fn hash<H: Hasher>(&self, state: &mut H) {
         match &self.0 {
@@ -199,13 +202,23 @@ impl Hash for Text {
                     w[..end - at].copy_from_slice(&i.buf[at..end]);
                     u64::from_le_bytes(w)
                 };
-                state.write_u64(word(0) ^ ((i.len as u64) << 56));
-                state.write_u64(word(8));
-                state.write_u64(word(16));
+                let h = mix(
+                    word(0) ^ 0x243f_6a88_85a3_08d3,
+                    word(8) ^ 0x1319_8a2e_0370_7344,
+                );
+                state.write_u64(h ^ word(16).rotate_left(23) ^ i.len as u64);
             }
             Repr::Heap(s) => s.hash(state),
         }
     }
+}
+
+/// The two halves of the 128-bit product, folded: every bit of either input reaches every
+/// bit of the result.
+#[inline(always)]
+fn mix(a: u64, b: u64) -> u64 {
+    let p = a as u128 * b as u128;
+    (p as u64) ^ ((p >> 64) as u64)
 }
 
 impl fmt::Debug for Text {
@@ -282,6 +295,32 @@ mod tests {
             Text::from_ascii_word(accented << 8 | 0x61, 1).unwrap(),
             Text::from("a")
         );
+    }
+
+    /// Ids that differ only in a few digits spread over a hash table's buckets and over the
+    /// 7-bit tags it filters candidates by, with the engine's hasher.
+    #[test]
+    fn sequential_ids_spread_over_buckets_and_tags() {
+        use std::hash::BuildHasher;
+        let hashes: Vec<u64> = (0..10_000)
+            .map(|i| rustc_hash::FxBuildHasher.hash_one(Text::from(format!("u{i:06}"))))
+            .collect();
+        let mut buckets = vec![0u32; 1 << 14];
+        let mut tags = [0u32; 128];
+        for h in &hashes {
+            buckets[(*h as usize) & ((1 << 14) - 1)] += 1;
+            tags[(*h >> 57) as usize] += 1;
+        }
+        // A uniform hash fills about 7,490 of the 16,384 buckets with 10,000 keys, and gives
+        // each tag about 78.
+        let used = buckets.iter().filter(|&&n| n > 0).count();
+        assert!(used > 7_000, "{used} buckets used");
+        assert!(
+            buckets.iter().all(|&n| n <= 8),
+            "a bucket holds {:?}",
+            buckets.iter().max()
+        );
+        assert!(tags.iter().all(|&n| n > 30 && n < 150), "tags {tags:?}");
     }
 
     proptest! {
