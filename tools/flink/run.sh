@@ -62,7 +62,8 @@ fail() {
 }
 
 # --- (a) Flink: apache-flink-libraries ships Flink's jars (lib/ holds flink-dist and flink-cep).
-flink_lib() { ls -d "$venv"/lib/python*/site-packages/pyflink/lib 2>/dev/null | head -n 1; }
+# Nothing installed yet is not an error (`set -e` with `pipefail` would end the script here).
+flink_lib() { ls -d "$venv"/lib/python*/site-packages/pyflink/lib 2>/dev/null | head -n 1 || true; }
 lib=$(flink_lib)
 if [ -z "$lib" ] || [ ! -f "$lib/flink-cep-$flink_version.jar" ]; then
     echo "== installing apache-flink-libraries==$flink_version into $venv (about 360 MB)"
