@@ -1294,11 +1294,8 @@ fn tie_key(r: &Run) -> Vec<(u64, NameId)> {
 fn tie_order(a: &Run, b: &Run) -> std::cmp::Ordering {
     a.start_seq.cmp(&b.start_seq).then_with(|| {
         let (ka, kb) = (tie_key(a), tie_key(b));
-        let seqs = |k: &[(u64, NameId)]| k.iter().map(|x| x.0).collect::<Vec<_>>();
-        let names = |k: &[(u64, NameId)]| k.iter().map(|x| x.1).collect::<Vec<_>>();
-        seqs(&ka)
-            .cmp(&seqs(&kb))
-            .then_with(|| names(&ka).cmp(&names(&kb)))
+        let seqs = ka.iter().map(|x| x.0).cmp(kb.iter().map(|x| x.0));
+        seqs.then_with(|| ka.iter().map(|x| x.1).cmp(kb.iter().map(|x| x.1)))
     })
 }
 
