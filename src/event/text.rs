@@ -3,8 +3,8 @@
 //! Nearly every string an event carries is short (ids, kinds, markets), so [`Text`] keeps up to
 //! [`INLINE`] bytes inside the value itself and allocates only beyond that. The representation
 //! is canonical (a string is inline exactly when it fits, and the unused inline bytes are zero),
-//! so that equality and hashing of the usual short string read three machine words instead of
-//! walking bytes: partition keys are hashed and compared once per event.
+//! so that the usual short string compares as one fixed-size block and hashes as three words,
+//! instead of walking bytes: partition keys are hashed and compared once per event.
 //!
 //! ```
 //! use kairos::event::Text;
@@ -134,18 +134,6 @@ impl From<String> for Text {
     }
 }
 
-impl From<&String> for Text {
-    fn from(s: &String) -> Text {
-        Text::from(s.as_str())
-    }
-}
-
-impl Default for Text {
-    fn default() -> Text {
-        Text::from("")
-    }
-}
-
 impl Deref for Text {
     type Target = str;
     #[inline]
@@ -178,12 +166,6 @@ impl Eq for Text {}
 impl PartialEq<str> for Text {
     fn eq(&self, other: &str) -> bool {
         self.as_str() == other
-    }
-}
-
-impl PartialEq<&str> for Text {
-    fn eq(&self, other: &&str) -> bool {
-        self.as_str() == *other
     }
 }
 
