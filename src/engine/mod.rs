@@ -27,6 +27,7 @@
 //! assert_eq!(out[0].fields[1].1, Value::Int(12));
 //! ```
 
+pub mod keys;
 pub mod output;
 pub mod path;
 
@@ -36,8 +37,8 @@ use crate::compile::expr::{CExpr, EvalCtx, NameId};
 use crate::compile::nfa::{Action, Bind, Cond, StateId, StateKind};
 use crate::compile::{CompiledPattern, EmitSpec, Program, SkipStrategy};
 use crate::event::{Event, Value};
+use keys::KeyMap;
 use path::PathNode;
-use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -119,7 +120,7 @@ impl Default for KeyState {
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct PatternState {
     #[serde(with = "pairs")]
-    pub keys: FxHashMap<Value, KeyState>,
+    pub keys: KeyMap,
     timers: BinaryHeap<Reverse<Timer>>,
     timer_seq: u64,
 }
@@ -127,21 +128,15 @@ pub struct PatternState {
 /// Serializes a map keyed by values as a list of pairs: formats such as JSON only allow string
 /// keys.
 mod pairs {
-    use super::{KeyState, Value};
-    use rustc_hash::FxHashMap;
+    use super::{KeyMap, KeyState, Value};
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-    pub fn serialize<S: Serializer>(
-        m: &FxHashMap<Value, KeyState>,
-        s: S,
-    ) -> Result<S::Ok, S::Error> {
+    pub fn serialize<S: Serializer>(m: &KeyMap, s: S) -> Result<S::Ok, S::Error> {
         let v: Vec<(&Value, &KeyState)> = m.iter().collect();
         v.serialize(s)
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(
-        d: D,
-    ) -> Result<FxHashMap<Value, KeyState>, D::Error> {
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<KeyMap, D::Error> {
         let v: Vec<(Value, KeyState)> = Vec::deserialize(d)?;
         Ok(v.into_iter().collect())
     }
@@ -183,6 +178,16 @@ struct Scratch {
     cond_cache: Vec<u8>,
     quiet: QuietCache,
     emit: EmitScratch,
+}
+
+impl Scratch {
+    /// Forgets what the previous event decided: a new event (or pattern) begins.
+    #[inline]
+    fn begin(&mut self, p: &CompiledPattern) {
+        self.cond_cache.clear();
+        self.cond_cache.resize(2 * p.conds.len(), 0);
+        self.quiet.next_event(p.nfa.states.len());
+    }
 }
 
 /// What writing a record needs besides the match: borrowed apart from the run lists, so that
@@ -244,6 +249,8 @@ pub struct Engine {
     /// leaves a partial match open, so that events which start nothing cost no insert. Empty
     /// between events.
     fresh: KeyState,
+    /// By pattern, where it has one.
+    verdicts: Vec<Option<VerdictTable>>,
     stats: EngineStats,
     /// `(index, count)`: this engine owns only the keys that [`shard_of`] gives to `index`.
     shard: Option<(usize, usize)>,
@@ -297,6 +304,7 @@ impl Engine {
                     .map(|(_, t)| t.reader())
             })
             .collect();
+        let verdicts = prog.patterns.iter().map(VerdictTable::new).collect();
         let mut e = Engine {
             prog,
             opts,
@@ -307,6 +315,7 @@ impl Engine {
             readers,
             scratch: Scratch::default(),
             fresh: KeyState::default(),
+            verdicts,
             stats: EngineStats::default(),
             shard: None,
         };
@@ -447,12 +456,41 @@ impl Engine {
                 timers,
                 timer_seq,
             } = st;
-            // A key seen for the first time is processed in a spare state, inserted only if the
-            // event leaves a partial match open, so that events which start nothing cost no
-            // insert.
-            let mut is_fresh = false;
-            let ks = match keys.get_mut(key) {
-                Some(ks) => {
+            let hash = keys::hash_key(key);
+            let ts_unit = prog.unit.from_nanos(now);
+            self.scratch.begin(p);
+            // An event that starts nothing and changes no run in the states the key's runs are
+            // in leaves the key as it is: the index alone tells, without reading the key's
+            // entry (the usual cache miss of an event).
+            {
+                let Scratch {
+                    cond_cache,
+                    quiet,
+                    emit,
+                    ..
+                } = &mut self.scratch;
+                let event_only = EvalCtx {
+                    tables: &emit.tables,
+                    ev: Some(ev),
+                    ts: ts_unit,
+                    key,
+                    node: None,
+                    aggs: &p.aggs,
+                };
+                if let Some(t) = &self.verdicts[pi] {
+                    quiet.primed = Some(t.decide(p, &event_only, cond_cache));
+                }
+                if quiet.inert(p, &event_only, cond_cache)
+                    && !keys.may_change(hash, |states| {
+                        !quiet.all(p, states, &event_only, cond_cache)
+                    })
+                {
+                    continue;
+                }
+            }
+            match keys.lookup(hash, key) {
+                Some(mut found) => {
+                    let ks = found.state();
                     if ks.next_close <= now {
                         advance_key(
                             p,
@@ -465,40 +503,47 @@ impl Engine {
                             out,
                         );
                     }
-                    ks
+                    process_key(
+                        p,
+                        prog,
+                        ks,
+                        key,
+                        ev,
+                        now,
+                        &self.opts,
+                        &mut self.scratch,
+                        &mut self.stats,
+                        out,
+                    );
+                    if !ks.runs.is_empty() {
+                        ks.origin = ev.origin;
+                        schedule(timers, timer_seq, ks, key);
+                    }
+                    found.settle();
                 }
+                // A key seen for the first time is processed in a spare state, inserted only
+                // if the event leaves a partial match open, so that events which start nothing
+                // cost no insert.
                 None => {
-                    is_fresh = true;
-                    &mut self.fresh
+                    let ks = &mut self.fresh;
+                    process_key(
+                        p,
+                        prog,
+                        ks,
+                        key,
+                        ev,
+                        now,
+                        &self.opts,
+                        &mut self.scratch,
+                        &mut self.stats,
+                        out,
+                    );
+                    if !ks.runs.is_empty() {
+                        ks.origin = ev.origin;
+                        schedule(timers, timer_seq, ks, key);
+                        keys.insert(hash, key.clone(), std::mem::take(ks));
+                    }
                 }
-            };
-            process_key(
-                p,
-                prog,
-                ks,
-                key,
-                ev,
-                now,
-                &self.opts,
-                &mut self.scratch,
-                &mut self.stats,
-                out,
-            );
-            let empty = ks.runs.is_empty();
-            if !empty {
-                ks.origin = ev.origin;
-                schedule(timers, timer_seq, ks, key);
-            }
-            match (is_fresh, empty) {
-                // An event that leaves nothing open leaves the spare state as it found it.
-                (true, true) => {}
-                (true, false) => {
-                    keys.insert(key.clone(), std::mem::take(&mut self.fresh));
-                }
-                (false, true) => {
-                    keys.remove(key);
-                }
-                (false, false) => {}
             }
         }
     }
@@ -586,20 +631,20 @@ fn fire_timers(
             break;
         }
         let Reverse(Timer { at: t, key, .. }) = st.timers.pop().expect("peeked");
-        let Some(ks) = st.keys.get_mut(&key) else {
+        let Some(mut found) = st.keys.lookup(keys::hash_key(&key), &key) else {
             continue;
         };
+        let ks = found.state();
         if ks.scheduled == t {
             ks.scheduled = i64::MAX;
         }
         if ks.next_close <= now {
             advance_key(p, prog, ks, &key, now, scratch, stats, out);
         }
-        if ks.runs.is_empty() {
-            st.keys.remove(&key);
-        } else {
+        if !ks.runs.is_empty() {
             schedule(&mut st.timers, &mut st.timer_seq, ks, &key);
         }
+        found.settle();
     }
 }
 
@@ -877,6 +922,97 @@ fn has_proceed(edges: &[crate::compile::nfa::Edge]) -> bool {
 struct QuietCache {
     epoch: u32,
     verdicts: Vec<(u32, bool)>,
+    /// This event's verdicts for the states below 31 and the start, where the pattern has a
+    /// [`VerdictTable`].
+    primed: Option<Verdict>,
+}
+
+/// What an event decides for a pattern from its event-local tests alone: whether it starts
+/// nothing (see [`start_inert`]) and the states whose runs it leaves as they are (see
+/// [`quiet`]; states from 31 on are never in the set).
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Verdict {
+    inert: bool,
+    quiet: keys::StateSet,
+}
+
+/// A pattern's [`Verdict`] for every outcome of its event-local tests, computed when the engine
+/// is built. An event then runs each test once and reads its verdict, instead of walking the
+/// automaton's edges from the start and from each state its key's runs are in.
+struct VerdictTable {
+    /// The definitions with an event-local test (a whole condition or a guard), by bit of the
+    /// outcome.
+    defs: Vec<usize>,
+    verdicts: Vec<Verdict>,
+}
+
+impl VerdictTable {
+    /// The most tests a table covers: an event runs them all, so more would cost more than
+    /// the walks they replace.
+    const MAX_TESTS: usize = 6;
+
+    fn new(p: &CompiledPattern) -> Option<VerdictTable> {
+        let defs: Vec<usize> = (0..p.conds.len())
+            .filter(|&i| p.local_tests[i].is_some())
+            .collect();
+        if defs.len() > Self::MAX_TESTS {
+            return None;
+        }
+        // No test runs while the outcomes are laid in the cache, so the context needs no event.
+        let key = Value::Null;
+        let cx = EvalCtx {
+            tables: &[],
+            ev: None,
+            ts: 0,
+            key: &key,
+            node: None,
+            aggs: &p.aggs,
+        };
+        let mut cache = vec![0u8; 2 * p.conds.len()];
+        let verdicts = (0..1usize << defs.len())
+            .map(|outcome| {
+                cache.fill(0);
+                for (bit, &i) in defs.iter().enumerate() {
+                    cache[test_slot(p, i)] = if outcome >> bit & 1 == 1 { 2 } else { 1 };
+                }
+                let states = p.nfa.states.len().min(31);
+                let quiet = (0..states)
+                    .filter(|&s| quiet(p, s as StateId, &cx, &mut cache))
+                    .fold(0, |m, s| m | keys::state_bit(s as StateId));
+                Verdict {
+                    inert: start_inert(p, &cx, &mut cache),
+                    quiet,
+                }
+            })
+            .collect();
+        Some(VerdictTable { defs, verdicts })
+    }
+
+    /// Runs the event's tests, leaving their outcomes in `cache` for the conditions that read
+    /// them later, and returns its verdict.
+    // HOT PATH: once per event and pattern.
+    #[inline]
+    fn decide(&self, p: &CompiledPattern, cx: &EvalCtx<'_>, cache: &mut [u8]) -> Verdict {
+        let mut outcome = 0;
+        for (bit, &i) in self.defs.iter().enumerate() {
+            let holds = p.local_tests[i].as_ref().is_some_and(|t| t.test(cx));
+            cache[test_slot(p, i)] = if holds { 2 } else { 1 };
+            outcome |= (holds as usize) << bit;
+        }
+        self.verdicts[outcome]
+    }
+}
+
+/// Where `cache` keeps the outcome of definition `i`'s event-local test: the definition's own
+/// slot where the test is the whole condition, its guard's slot otherwise (see
+/// [`def_for_event`]).
+#[inline]
+fn test_slot(p: &CompiledPattern, i: usize) -> usize {
+    if p.event_local[i] {
+        i
+    } else {
+        p.conds.len() + i
+    }
 }
 
 impl QuietCache {
@@ -886,6 +1022,7 @@ impl QuietCache {
         if self.verdicts.len() < states {
             self.verdicts.resize(states, (0, false));
         }
+        self.primed = None;
         self.epoch = self.epoch.wrapping_add(1);
         if self.epoch == 0 {
             // After 2^32 events an old verdict could look current again.
@@ -902,6 +1039,11 @@ impl QuietCache {
         cx: &EvalCtx<'_>,
         cache: &mut [u8],
     ) -> bool {
+        if let Some(v) = self.primed {
+            if state < 31 {
+                return v.quiet & keys::state_bit(state) != 0;
+            }
+        }
         let (epoch, verdict) = self.verdicts[state as usize];
         if epoch == self.epoch {
             return verdict;
@@ -909,6 +1051,38 @@ impl QuietCache {
         let verdict = quiet(p, state, cx, cache);
         self.verdicts[state as usize] = (self.epoch, verdict);
         verdict
+    }
+
+    /// Whether the event starts nothing: [`start_inert`], or the primed verdict.
+    #[inline]
+    fn inert(&mut self, p: &CompiledPattern, cx: &EvalCtx<'_>, cache: &mut [u8]) -> bool {
+        match self.primed {
+            Some(v) => v.inert,
+            None => start_inert(p, cx, cache),
+        }
+    }
+
+    /// Whether the event leaves every run in the states of `states` as it is (see
+    /// [`keys::StateSet`]: the shared bit of the states from 31 on is never quiet).
+    #[inline]
+    fn all(
+        &mut self,
+        p: &CompiledPattern,
+        mut states: keys::StateSet,
+        cx: &EvalCtx<'_>,
+        cache: &mut [u8],
+    ) -> bool {
+        if let Some(v) = self.primed {
+            return states & !v.quiet == 0;
+        }
+        while states != 0 {
+            let s = states.trailing_zeros();
+            if s == 31 || !self.get(p, s as StateId, cx, cache) {
+                return false;
+            }
+            states &= states - 1;
+        }
+        true
     }
 }
 
@@ -946,9 +1120,6 @@ fn process_key(
         quiet,
         emit: em,
     } = scratch;
-    cond_cache.clear();
-    cond_cache.resize(2 * p.conds.len(), 0);
-    quiet.next_event(nfa.states.len());
     new_runs.clear();
     matches.clear();
     let ts_unit = prog.unit.from_nanos(now);
@@ -977,7 +1148,7 @@ fn process_key(
         let is_start = ri == nruns;
         let run: &Run = if is_start { &start } else { &ks.runs[ri] };
         if is_start {
-            if start_inert(p, &event_only, cond_cache) {
+            if quiet.inert(p, &event_only, cond_cache) {
                 continue;
             }
         } else if quiet.get(p, run.state, &event_only, cond_cache) {

@@ -1,0 +1,279 @@
+//! The keys of one pattern with their partial matches, behind an index small enough to stay in
+//! the cache.
+//!
+//! Most events change nothing: a bet for a customer whose partial matches all wait for a
+//! withdrawal, say. What such an event does to a run depends only on the run's state and the
+//! event (see `quiet` in the engine), so the index keeps, beside each key's hash, the set of
+//! states its runs are in. The engine asks the index whether any run of the key could change
+//! and passes over the key's entry, and the cache miss of reading it, when none could.
+//!
+//! The index is 16 bytes a key; the entries, with the keys themselves and their runs, live in a
+//! dense vector beside it.
+
+use super::{KeyState, Run};
+use crate::compile::nfa::StateId;
+use crate::event::Value;
+use hashbrown::hash_table::{Entry as TableEntry, HashTable, OccupiedEntry};
+use std::hash::BuildHasher;
+
+/// The hash of a key, as the index and the sharding use it.
+#[inline]
+pub fn hash_key(key: &Value) -> u64 {
+    rustc_hash::FxBuildHasher.hash_one(key)
+}
+
+/// The states of the runs of a key, one bit each: state `s` is bit `s`, and the states from 31
+/// on share bit 31, which no test of quietness passes.
+pub type StateSet = u32;
+
+/// The bit of state `s` in a [`StateSet`].
+#[inline]
+pub fn state_bit(s: StateId) -> StateSet {
+    1 << (s as u32).min(31)
+}
+
+/// The states `runs` are in.
+#[inline]
+pub fn states_of(runs: &[Run]) -> StateSet {
+    runs.iter().fold(0, |m, r| m | state_bit(r.state))
+}
+
+/// An index entry: enough to decide, without reading the key's entry, that an event leaves the
+/// key alone.
+#[derive(Clone, Copy, Debug)]
+struct Slot {
+    hash: u64,
+    states: StateSet,
+    /// Where the key's entry is in [`KeyMap::entries`].
+    id: u32,
+}
+
+#[derive(Clone, Debug)]
+struct Entry {
+    key: Value,
+    /// The key's hash, to find its slot when the entry moves.
+    hash: u64,
+    state: KeyState,
+}
+
+/// The keys of a pattern that have partial matches open, and their state.
+#[derive(Clone, Debug, Default)]
+pub struct KeyMap {
+    index: HashTable<Slot>,
+    entries: Vec<Entry>,
+}
+
+impl KeyMap {
+    /// Keys held.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Every key with its state, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = (&Value, &KeyState)> {
+        self.entries.iter().map(|e| (&e.key, &e.state))
+    }
+
+    /// Every key's state.
+    pub fn values(&self) -> impl Iterator<Item = &KeyState> {
+        self.entries.iter().map(|e| &e.state)
+    }
+
+    /// Whether some key of hash `hash` has runs in states for which `changes` holds. False
+    /// means that an event which changes no run in those states, and starts none, leaves the
+    /// key (whichever key of this hash it is) as it is. Reads the index alone.
+    // HOT PATH: once per event that starts nothing.
+    #[inline]
+    pub fn may_change(&self, hash: u64, mut changes: impl FnMut(StateSet) -> bool) -> bool {
+        self.index
+            .find(hash, |s| s.hash == hash && changes(s.states))
+            .is_some()
+    }
+
+    /// The key `key`, whose hash is `hash`, if it has state.
+    // HOT PATH
+    #[inline]
+    pub fn lookup(&mut self, hash: u64, key: &Value) -> Option<Found<'_>> {
+        let KeyMap { index, entries } = self;
+        let slot = index
+            .find_entry(hash, |s| {
+                s.hash == hash && entries[s.id as usize].key == *key
+            })
+            .ok()?;
+        Some(Found { slot, entries })
+    }
+
+    /// Adds `key` with its first runs; the key must not be held.
+    pub fn insert(&mut self, hash: u64, key: Value, state: KeyState) {
+        let id = u32::try_from(self.entries.len()).expect("fewer than 2^32 keys");
+        let slot = Slot {
+            hash,
+            states: states_of(&state.runs),
+            id,
+        };
+        self.entries.push(Entry { key, hash, state });
+        self.index.insert_unique(hash, slot, |s| s.hash);
+    }
+
+    /// Keeps only the keys for which `keep` holds.
+    pub fn retain(&mut self, mut keep: impl FnMut(&Value, &mut KeyState) -> bool) {
+        let before = self.entries.len();
+        self.entries.retain_mut(|e| keep(&e.key, &mut e.state));
+        if self.entries.len() != before {
+            self.reindex();
+        }
+    }
+
+    /// Builds the index again from the entries.
+    fn reindex(&mut self) {
+        self.index.clear();
+        for (id, e) in self.entries.iter().enumerate() {
+            let slot = Slot {
+                hash: e.hash,
+                states: states_of(&e.state.runs),
+                id: id as u32,
+            };
+            self.index.insert_unique(e.hash, slot, |s| s.hash);
+        }
+    }
+}
+
+impl FromIterator<(Value, KeyState)> for KeyMap {
+    fn from_iter<I: IntoIterator<Item = (Value, KeyState)>>(iter: I) -> Self {
+        let mut m = KeyMap::default();
+        for (key, state) in iter {
+            let hash = hash_key(&key);
+            // A repeated key (only in a hand-made state) keeps its last state, as a map would.
+            match m.lookup(hash, &key) {
+                Some(mut found) => {
+                    *found.state() = state;
+                    found.settle();
+                }
+                None => m.insert(hash, key, state),
+            }
+        }
+        m
+    }
+}
+
+/// A key found in a [`KeyMap`]: its state, to change, then [`Found::settle`] to record what the
+/// change left.
+pub struct Found<'a> {
+    slot: OccupiedEntry<'a, Slot>,
+    entries: &'a mut Vec<Entry>,
+}
+
+impl Found<'_> {
+    #[inline]
+    pub fn state(&mut self) -> &mut KeyState {
+        let id = self.slot.get().id as usize;
+        &mut self.entries[id].state
+    }
+
+    /// Records the states of the key's runs in the index, or removes the key if it has none
+    /// left.
+    #[inline]
+    pub fn settle(mut self) {
+        let id = self.slot.get().id as usize;
+        if !self.entries[id].state.runs.is_empty() {
+            self.slot.get_mut().states = states_of(&self.entries[id].state.runs);
+            return;
+        }
+        let (_, vacant) = self.slot.remove();
+        let index = vacant.into_table();
+        self.entries.swap_remove(id);
+        // The last entry moved into the gap: its slot follows it.
+        if let Some(moved) = self.entries.get(id) {
+            let from = self.entries.len() as u32;
+            if let TableEntry::Occupied(mut o) =
+                index.entry(moved.hash, |s| s.id == from, |s| s.hash)
+            {
+                o.get_mut().id = id as u32;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::Text;
+
+    fn state(states: &[StateId]) -> KeyState {
+        let mut ks = KeyState::default();
+        for &s in states {
+            ks.runs.push(Run {
+                state: s,
+                path: None,
+                start_ts: 0,
+                start_seq: 0,
+            });
+        }
+        ks
+    }
+
+    fn key(i: usize) -> Value {
+        Value::Str(Text::from(format!("u{i:06}").as_str()))
+    }
+
+    fn states(m: &mut KeyMap, k: &Value) -> Option<Vec<StateId>> {
+        let mut f = m.lookup(hash_key(k), k)?;
+        Some(f.state().runs.iter().map(|r| r.state).collect())
+    }
+
+    #[test]
+    fn removing_keys_keeps_the_others_reachable() {
+        let mut m = KeyMap::default();
+        for i in 0..1000 {
+            let k = key(i);
+            m.insert(hash_key(&k), k, state(&[(i % 7) as StateId]));
+        }
+        // Emptied keys leave, in an order that moves entries from the end into every gap.
+        for i in (0..1000).filter(|i| i % 3 == 0) {
+            let k = key(i);
+            let mut f = m.lookup(hash_key(&k), &k).expect("held");
+            f.state().runs.clear();
+            f.settle();
+        }
+        assert_eq!(m.len(), 1000 - 334);
+        for i in 0..1000 {
+            let want = (i % 3 != 0).then(|| vec![(i % 7) as StateId]);
+            assert_eq!(states(&mut m, &key(i)), want, "key {i}");
+        }
+    }
+
+    #[test]
+    fn the_index_follows_the_states_of_the_runs() {
+        let mut m = KeyMap::default();
+        let k = key(1);
+        let h = hash_key(&k);
+        m.insert(h, k.clone(), state(&[2]));
+        assert!(m.may_change(h, |s| s & state_bit(2) != 0));
+        assert!(!m.may_change(h, |s| s & state_bit(3) != 0));
+        let mut f = m.lookup(h, &k).unwrap();
+        f.state().runs[0].state = 3;
+        f.state().runs.push(state(&[40]).runs[0].clone());
+        f.settle();
+        assert!(!m.may_change(h, |s| s & state_bit(2) != 0));
+        assert!(m.may_change(h, |s| s & state_bit(3) != 0));
+        // States past 30 share the last bit.
+        assert!(m.may_change(h, |s| s & state_bit(31) != 0));
+        // A hash no key has changes nothing.
+        assert!(!m.may_change(h ^ 1, |_| true));
+    }
+
+    #[test]
+    fn retain_and_collect_rebuild_the_index() {
+        let mut m: KeyMap = (0..100).map(|i| (key(i), state(&[1]))).collect();
+        m.retain(|k, _| matches!(k, Value::Str(s) if s.ends_with('0')));
+        assert_eq!(m.len(), 10);
+        assert!(states(&mut m, &key(30)).is_some());
+        assert!(states(&mut m, &key(31)).is_none());
+        let again: KeyMap = m.iter().map(|(k, s)| (k.clone(), s.clone())).collect();
+        assert_eq!(again.len(), 10);
+    }
+}
