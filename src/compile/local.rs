@@ -23,6 +23,16 @@ pub struct LocalTest {
 enum Atom {
     /// `field == "text"` (`eq`) or `field != "text"`.
     Str { slot: u32, text: Text, eq: bool },
+    /// `field OP integer`, as the range of integers that pass: `lo..=hi`, or outside it where
+    /// `outside` (`!=`, and the empty range of `< i64::MIN`).
+    Int {
+        slot: u32,
+        lo: i64,
+        hi: i64,
+        outside: bool,
+        op: CmpOp,
+        value: i64,
+    },
     /// `field OP number`.
     Num { slot: u32, op: CmpOp, value: Num },
     /// Any other condition.
@@ -49,6 +59,21 @@ impl LocalTest {
         };
         self.tests.iter().all(|t| match t {
             Atom::Str { slot, text, eq } => str_cmp(&ev.slots[*slot as usize], text, *eq),
+            Atom::Int {
+                slot,
+                lo,
+                hi,
+                outside,
+                op,
+                value,
+            } => match ev.slots[*slot as usize] {
+                // Branch-free: `x` is in `lo..=hi` exactly when `x - lo` (wrapping) is at most
+                // `hi - lo`, both read as unsigned.
+                Value::Int(x) => {
+                    (x.wrapping_sub(*lo) as u64 <= hi.wrapping_sub(*lo) as u64) != *outside
+                }
+                ref v => num_cmp(v, *op, Num::Int(*value)),
+            },
             Atom::Num { slot, op, value } => num_cmp(&ev.slots[*slot as usize], *op, *value),
             Atom::Expr(e) => e.test(cx),
         })
@@ -68,19 +93,42 @@ fn conjuncts(c: &CExpr, out: &mut Vec<Atom>) {
                     text: text.clone(),
                     eq: *op == CmpOp::Eq,
                 }),
-            (CExpr::Field(slot), CExpr::Const(v @ (Value::Int(_) | Value::Float(_))), _) => out
-                .push(Atom::Num {
+            (CExpr::Field(slot), CExpr::Const(Value::Int(c)), _) => {
+                let (lo, hi, outside) = int_range(*op, *c);
+                out.push(Atom::Int {
                     slot: *slot,
+                    lo,
+                    hi,
+                    outside,
                     op: *op,
-                    value: match v {
-                        Value::Int(i) => Num::Int(*i),
-                        Value::Float(f) => Num::Float(*f),
-                        _ => unreachable!("matched as a number"),
-                    },
-                }),
+                    value: *c,
+                })
+            }
+            (CExpr::Field(slot), CExpr::Const(v @ Value::Float(_)), _) => out.push(Atom::Num {
+                slot: *slot,
+                op: *op,
+                value: match v {
+                    Value::Float(f) => Num::Float(*f),
+                    _ => unreachable!("matched as a float"),
+                },
+            }),
             _ => out.push(Atom::Expr(c.clone())),
         },
         other => out.push(Atom::Expr(other.clone())),
+    }
+}
+
+/// The integers `x` for which `x OP c` holds: `(lo, hi, outside)`, the range `lo..=hi` or,
+/// where `outside`, everything but it.
+fn int_range(op: CmpOp, c: i64) -> (i64, i64, bool) {
+    const NOTHING: (i64, i64, bool) = (i64::MIN, i64::MAX, true);
+    match op {
+        CmpOp::Eq => (c, c, false),
+        CmpOp::Ne => (c, c, true),
+        CmpOp::Lt => c.checked_sub(1).map_or(NOTHING, |h| (i64::MIN, h, false)),
+        CmpOp::Le => (i64::MIN, c, false),
+        CmpOp::Gt => c.checked_add(1).map_or(NOTHING, |l| (l, i64::MAX, false)),
+        CmpOp::Ge => (c, i64::MAX, false),
     }
 }
 
@@ -118,7 +166,17 @@ mod tests {
     fn value() -> impl Strategy<Value = Value> {
         prop_oneof![
             Just(Value::Null),
-            (-3i64..3).prop_map(Value::Int),
+            // The ends of the integers, where a range of `<` and `>` is empty.
+            prop_oneof![
+                4 => -3i64..3,
+                1 => prop_oneof![
+                    Just(i64::MIN),
+                    Just(i64::MIN + 1),
+                    Just(i64::MAX - 1),
+                    Just(i64::MAX)
+                ],
+            ]
+            .prop_map(Value::Int),
             prop_oneof![Just(-0.0), Just(1.5), Just(f64::NAN), Just(2.0)].prop_map(Value::Float),
             prop_oneof![
                 Just(""),
