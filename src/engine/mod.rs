@@ -183,10 +183,10 @@ struct Scratch {
 impl Scratch {
     /// Forgets what the previous event decided: a new event (or pattern) begins.
     #[inline]
-    fn begin(&mut self, p: &CompiledPattern) {
+    fn begin(&mut self, pattern: usize, p: &CompiledPattern) {
         self.cond_cache.clear();
         self.cond_cache.resize(2 * p.conds.len(), 0);
-        self.quiet.next_event(p.nfa.states.len());
+        self.quiet.next_event(pattern, p.nfa.states.len());
     }
 }
 
@@ -249,8 +249,6 @@ pub struct Engine {
     /// leaves a partial match open, so that events which start nothing cost no insert. Empty
     /// between events.
     fresh: KeyState,
-    /// By pattern, where it has one.
-    verdicts: Vec<Option<VerdictTable>>,
     stats: EngineStats,
     /// `(index, count)`: this engine owns only the keys that [`shard_of`] gives to `index`.
     shard: Option<(usize, usize)>,
@@ -304,7 +302,8 @@ impl Engine {
                     .map(|(_, t)| t.reader())
             })
             .collect();
-        let verdicts = prog.patterns.iter().map(VerdictTable::new).collect();
+        let mut scratch = Scratch::default();
+        scratch.quiet.tables = prog.patterns.iter().map(VerdictTable::new).collect();
         let mut e = Engine {
             prog,
             opts,
@@ -313,9 +312,8 @@ impl Engine {
                 patterns,
             },
             readers,
-            scratch: Scratch::default(),
+            scratch,
             fresh: KeyState::default(),
-            verdicts,
             stats: EngineStats::default(),
             shard: None,
         };
@@ -458,7 +456,7 @@ impl Engine {
             } = st;
             let hash = keys::hash_key(key);
             let ts_unit = prog.unit.from_nanos(now);
-            self.scratch.begin(p);
+            self.scratch.begin(pi, p);
             // An event that starts nothing and changes no run in the states the key's runs are
             // in leaves the key as it is: the index alone tells, without reading the key's
             // entry (the usual cache miss of an event).
@@ -477,9 +475,7 @@ impl Engine {
                     node: None,
                     aggs: &p.aggs,
                 };
-                if let Some(t) = &self.verdicts[pi] {
-                    quiet.primed = Some(t.decide(p, &event_only, cond_cache));
-                }
+                quiet.prime(p, &event_only, cond_cache);
                 if quiet.inert(p, &event_only, cond_cache)
                     && !keys.may_change(hash, |states| {
                         !quiet.all(p, states, &event_only, cond_cache)
@@ -917,14 +913,29 @@ fn has_proceed(edges: &[crate::compile::nfa::Edge]) -> bool {
 
 /// The per-event verdicts of [`quiet`], by state: `verdicts[s]` is `(epoch, quiet)`, current
 /// when its epoch is this event's. An epoch instead of clearing, so that an event costs nothing
-/// for the states none of its key's runs is in.
+/// for the states none of its key's runs is in. Where the pattern has a [`VerdictTable`], the
+/// table gives them instead.
 #[derive(Default)]
 struct QuietCache {
     epoch: u32,
     verdicts: Vec<(u32, bool)>,
-    /// This event's verdicts for the states below 31 and the start, where the pattern has a
-    /// [`VerdictTable`].
-    primed: Option<Verdict>,
+    /// By pattern, where it has one.
+    tables: Vec<Option<VerdictTable>>,
+    /// The pattern the event is meeting.
+    pattern: usize,
+    primed: Primed,
+}
+
+/// How far the event's verdict is known from its pattern's [`VerdictTable`].
+#[derive(Clone, Copy, Debug, Default)]
+enum Primed {
+    /// The pattern has no table, or the event has not been primed.
+    #[default]
+    No,
+    /// The tests the start state reads have run, with this outcome: enough for `inert`.
+    Start(usize),
+    /// Every test has run.
+    Full(Verdict),
 }
 
 /// What an event decides for a pattern from its event-local tests alone: whether it starts
@@ -939,22 +950,32 @@ struct Verdict {
 /// A pattern's [`Verdict`] for every outcome of its event-local tests, computed when the engine
 /// is built. An event then runs each test once and reads its verdict, instead of walking the
 /// automaton's edges from the start and from each state its key's runs are in.
+///
+/// The tests the start state reads come first: whether an event starts anything is known from
+/// them alone, and the others run only for an event whose key has runs.
 struct VerdictTable {
     /// The definitions with an event-local test (a whole condition or a guard), by bit of the
-    /// outcome.
+    /// outcome: first the `start` ones that the start state's edges read.
     defs: Vec<usize>,
+    start: usize,
     verdicts: Vec<Verdict>,
 }
 
 impl VerdictTable {
-    /// The most tests a table covers: an event runs them all, so more would cost more than
-    /// the walks they replace.
+    /// The most tests a table covers: past that, the walks cost less than running every test.
     const MAX_TESTS: usize = 6;
 
     fn new(p: &CompiledPattern) -> Option<VerdictTable> {
-        let defs: Vec<usize> = (0..p.conds.len())
-            .filter(|&i| p.local_tests[i].is_some())
-            .collect();
+        let mut read = Vec::new();
+        for e in &p.nfa.states[p.nfa.start as usize].edges {
+            cond_defs(&e.cond, &mut read);
+        }
+        let tested = |i: &usize| p.local_tests[*i].is_some();
+        let (mut defs, rest): (Vec<usize>, Vec<usize>) = (0..p.conds.len())
+            .filter(tested)
+            .partition(|i| read.contains(i));
+        let mut start = defs.len();
+        defs.extend(rest);
         if defs.len() > Self::MAX_TESTS {
             return None;
         }
@@ -969,7 +990,7 @@ impl VerdictTable {
             aggs: &p.aggs,
         };
         let mut cache = vec![0u8; 2 * p.conds.len()];
-        let verdicts = (0..1usize << defs.len())
+        let verdicts: Vec<Verdict> = (0..1usize << defs.len())
             .map(|outcome| {
                 cache.fill(0);
                 for (bit, &i) in defs.iter().enumerate() {
@@ -985,21 +1006,52 @@ impl VerdictTable {
                 }
             })
             .collect();
-        Some(VerdictTable { defs, verdicts })
+        // The start state's edges read only its tests, so the other bits never change `inert`;
+        // checked rather than trusted, and every test runs first where it does not hold.
+        let start_mask = (1usize << start) - 1;
+        if (0..verdicts.len()).any(|o| verdicts[o].inert != verdicts[o & start_mask].inert) {
+            start = defs.len();
+        }
+        Some(VerdictTable {
+            defs,
+            start,
+            verdicts,
+        })
     }
 
-    /// Runs the event's tests, leaving their outcomes in `cache` for the conditions that read
-    /// them later, and returns its verdict.
+    /// Runs tests `from..to` of the event, leaving their outcomes in `cache` for the
+    /// conditions that read them later, and adds them to `outcome`.
     // HOT PATH: once per event and pattern.
-    #[inline]
-    fn decide(&self, p: &CompiledPattern, cx: &EvalCtx<'_>, cache: &mut [u8]) -> Verdict {
-        let mut outcome = 0;
-        for (bit, &i) in self.defs.iter().enumerate() {
+    #[inline(always)]
+    fn run(
+        &self,
+        (from, to): (usize, usize),
+        mut outcome: usize,
+        p: &CompiledPattern,
+        cx: &EvalCtx<'_>,
+        cache: &mut [u8],
+    ) -> usize {
+        for bit in from..to {
+            let i = self.defs[bit];
             let holds = p.local_tests[i].as_ref().is_some_and(|t| t.test(cx));
             cache[test_slot(p, i)] = if holds { 2 } else { 1 };
             outcome |= (holds as usize) << bit;
         }
-        self.verdicts[outcome]
+        outcome
+    }
+}
+
+/// The definitions a condition reads.
+fn cond_defs(c: &Cond, out: &mut Vec<usize>) {
+    match c {
+        Cond::True => {}
+        Cond::Def(n) => out.push(*n as usize),
+        Cond::Not(a) => cond_defs(a, out),
+        Cond::And(a, b) => {
+            cond_defs(a, out);
+            cond_defs(b, out);
+        }
+        Cond::Or(xs) => xs.iter().for_each(|x| cond_defs(x, out)),
     }
 }
 
@@ -1016,18 +1068,43 @@ fn test_slot(p: &CompiledPattern, i: usize) -> usize {
 }
 
 impl QuietCache {
-    /// Forgets every verdict: a new event (or pattern) begins.
+    /// Forgets every verdict: a new event (or pattern `pattern`) begins.
     #[inline]
-    fn next_event(&mut self, states: usize) {
+    fn next_event(&mut self, pattern: usize, states: usize) {
         if self.verdicts.len() < states {
             self.verdicts.resize(states, (0, false));
         }
-        self.primed = None;
+        self.pattern = pattern;
+        self.primed = Primed::No;
         self.epoch = self.epoch.wrapping_add(1);
         if self.epoch == 0 {
             // After 2^32 events an old verdict could look current again.
             self.verdicts.fill((0, false));
             self.epoch = 1;
+        }
+    }
+
+    /// Runs the tests the start state reads, where the pattern has a table.
+    #[inline]
+    fn prime(&mut self, p: &CompiledPattern, cx: &EvalCtx<'_>, cache: &mut [u8]) {
+        if let Some(Some(t)) = self.tables.get(self.pattern) {
+            self.primed = Primed::Start(t.run((0, t.start), 0, p, cx, cache));
+        }
+    }
+
+    /// The event's whole verdict, where the pattern has a table: runs the tests not yet run.
+    #[inline]
+    fn full(&mut self, p: &CompiledPattern, cx: &EvalCtx<'_>, cache: &mut [u8]) -> Option<Verdict> {
+        match self.primed {
+            Primed::No => None,
+            Primed::Full(v) => Some(v),
+            Primed::Start(outcome) => {
+                let t = self.tables[self.pattern].as_ref()?;
+                let outcome = t.run((t.start, t.defs.len()), outcome, p, cx, cache);
+                let v = t.verdicts[outcome];
+                self.primed = Primed::Full(v);
+                Some(v)
+            }
         }
     }
 
@@ -1039,8 +1116,8 @@ impl QuietCache {
         cx: &EvalCtx<'_>,
         cache: &mut [u8],
     ) -> bool {
-        if let Some(v) = self.primed {
-            if state < 31 {
+        if state < 31 {
+            if let Some(v) = self.full(p, cx, cache) {
                 return v.quiet & keys::state_bit(state) != 0;
             }
         }
@@ -1053,12 +1130,16 @@ impl QuietCache {
         verdict
     }
 
-    /// Whether the event starts nothing: [`start_inert`], or the primed verdict.
+    /// Whether the event starts nothing (see [`start_inert`]).
     #[inline]
     fn inert(&mut self, p: &CompiledPattern, cx: &EvalCtx<'_>, cache: &mut [u8]) -> bool {
         match self.primed {
-            Some(v) => v.inert,
-            None => start_inert(p, cx, cache),
+            Primed::Start(outcome) => match &self.tables[self.pattern] {
+                Some(t) => t.verdicts[outcome].inert,
+                None => start_inert(p, cx, cache),
+            },
+            Primed::Full(v) => v.inert,
+            Primed::No => start_inert(p, cx, cache),
         }
     }
 
@@ -1072,7 +1153,7 @@ impl QuietCache {
         cx: &EvalCtx<'_>,
         cache: &mut [u8],
     ) -> bool {
-        if let Some(v) = self.primed {
+        if let Some(v) = self.full(p, cx, cache) {
             return states & !v.quiet == 0;
         }
         while states != 0 {
@@ -1629,6 +1710,75 @@ mod tests {
         assert!(!verdict("withdrawal", waiting));
         // A deposit is taken from the start state: a change, not quiet.
         assert!(!verdict("deposit", p.nfa.start));
+    }
+
+    /// A pattern's verdict table gives, for every event, what the walks give: whether the event
+    /// starts nothing and which states it leaves alone. Shapes: a guard with a residual, strict
+    /// contiguity, negation, a loop, and a start that reads two definitions (an alternation).
+    #[test]
+    fn verdict_tables_agree_with_the_walks() {
+        let shapes = [
+            "match d -> b -> w",
+            "match d b w",
+            "match d -> !b -> w",
+            "match d -> b+ -> w",
+            "match (d | b) -> w",
+            "match d -> b{2,3}? -> w",
+        ];
+        for shape in shapes {
+            let text = format!(
+                "pattern p\n  from events\n  key user\n  time ts\n  within 1h\n  {shape}\n  define\n    d = (type == \"deposit\" and amount >= 20)\n    b = (type == \"bet\" and stake >= 10)\n    w = (type == \"withdrawal\" and amount >= d.amount * 0.5)\n  emit out {{ user: key }}\n"
+            );
+            let prog = compile(
+                &[Source {
+                    file: "v.cep",
+                    text: &text,
+                }],
+                &CompileOptions::default(),
+            )
+            .unwrap_or_else(|e| panic!("{shape}: {e}"));
+            let p = &prog.patterns[0];
+            let table = VerdictTable::new(p).expect("three tests fit a table");
+            let slot = |f: &str| prog.fields.iter().position(|x| x == &[f]).unwrap();
+            let mut cache = QuietCache {
+                tables: vec![Some(table)],
+                ..QuietCache::default()
+            };
+            for kind in ["deposit", "bet", "withdrawal", "casino"] {
+                for amount in [Value::Null, Value::Int(5), Value::Int(25), Value::from("x")] {
+                    let mut ev = Event::with_slots(prog.fields.len());
+                    ev.slots[slot("type")] = Value::from(kind);
+                    ev.slots[slot("amount")] = amount.clone();
+                    ev.slots[slot("stake")] = amount.clone();
+                    let cx = EvalCtx {
+                        tables: &[],
+                        ev: Some(&ev),
+                        ts: 0,
+                        key: &Value::Null,
+                        node: None,
+                        aggs: &p.aggs,
+                    };
+                    let what = format!("{shape}, {kind} {amount:?}");
+                    let mut walked = vec![0u8; 2 * p.conds.len()];
+                    let mut tabled = vec![0u8; 2 * p.conds.len()];
+                    cache.next_event(0, p.nfa.states.len());
+                    cache.prime(p, &cx, &mut tabled);
+                    assert_eq!(
+                        cache.inert(p, &cx, &mut tabled),
+                        start_inert(p, &cx, &mut walked),
+                        "{what}: start"
+                    );
+                    for s in 0..p.nfa.states.len() as StateId {
+                        assert_eq!(
+                            cache.get(p, s, &cx, &mut tabled),
+                            quiet(p, s, &cx, &mut walked),
+                            "{what}: state {s}"
+                        );
+                    }
+                    assert!(matches!(cache.primed, Primed::Full(_)), "{what}");
+                }
+            }
+        }
     }
 
     /// The memory a partial match costs is part of the engine's contract (see BENCHMARKS.md):
