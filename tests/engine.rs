@@ -471,6 +471,42 @@ fn engine_state_is_plain_data_that_round_trips() {
     assert_eq!(got, expected);
 }
 
+/// A key belongs to the origin of its last event that could change its partial matches: an
+/// event its runs ignore, which the engine passes over without reading the key's state, does
+/// not move it.
+#[test]
+fn a_key_follows_the_origin_of_the_events_that_change_it() {
+    let text = "pattern p\n  from s\n  key u\n  time ts\n  within 1h\n  match d -> w\n  define\n    d = (kind == \"deposit\")\n    w = (kind == \"withdrawal\" and amount >= d.amount)\n  emit out { u: key }\n";
+    let prog = Arc::new(program("o.cep", text));
+    let dec = JsonDecoder::new(&prog.fields, prog.time_slots[0], TimeUnit::Millis);
+    let feed = |engine: &mut Engine, line: &str, origin: u32| {
+        let mut ev = Event::with_slots(prog.fields.len());
+        dec.decode(line.as_bytes(), 0, &mut ev).unwrap();
+        ev.origin = origin;
+        let mut out: Vec<OwnedRecord> = Vec::new();
+        engine.process(&mut ev, &mut out);
+        assert!(out.is_empty(), "{out:?}");
+    };
+    let deposit = r#"{"u":"a","kind":"deposit","amount":50,"ts":1}"#;
+    let bet = r#"{"u":"a","kind":"bet","amount":5,"ts":2}"#;
+    let small = r#"{"u":"a","kind":"withdrawal","amount":5,"ts":3}"#;
+
+    // A bet leaves the run waiting for a withdrawal as it is: the key stays with origin 1.
+    let mut e = Engine::new(prog.clone(), EngineOptions::default());
+    feed(&mut e, deposit, 1);
+    feed(&mut e, bet, 2);
+    assert_eq!(e.drop_origins(&[2]), 0);
+    assert_eq!(e.drop_origins(&[1]), 1);
+    assert_eq!(e.stats().live_runs, 0);
+
+    // A withdrawal too small to match is tested against the run, and moves the key.
+    let mut e = Engine::new(prog.clone(), EngineOptions::default());
+    feed(&mut e, deposit, 1);
+    feed(&mut e, small, 2);
+    assert_eq!(e.drop_origins(&[1]), 0);
+    assert_eq!(e.drop_origins(&[2]), 1);
+}
+
 #[test]
 fn a_repeated_group_is_reluctant_whatever_is_written() {
     let text = |q: &str| {

@@ -101,7 +101,9 @@ pub struct KeyState {
     next_close: i64,
     /// The deadline this key has in the timer queue, `i64::MAX` if none.
     scheduled: i64,
-    /// The origin of the key's last event (see [`Event::origin`]).
+    /// The origin of the key's last event that could change its partial matches (see
+    /// [`Event::origin`]): an event that leaves every run of the key as it is, and starts none,
+    /// is passed over without reading the key's state.
     pub origin: u32,
 }
 
@@ -569,8 +571,8 @@ impl Engine {
         }
     }
 
-    /// Forgets the partial matches of every key whose last event came from one of `origins`
-    /// (a source lost those inputs, e.g. Kafka partitions revoked by a rebalance; their new
+    /// Forgets the partial matches of every key whose last event (of those that could change
+    /// them, see [`KeyState::origin`]) came from one of `origins` (a source lost those inputs, e.g. Kafka partitions revoked by a rebalance; their new
     /// owner starts them again from its committed offsets). Returns the runs dropped.
     pub fn drop_origins(&mut self, origins: &[u32]) -> u64 {
         let mut dropped = 0;

@@ -27,7 +27,8 @@ pub struct Event {
     pub seq: u64,
     /// Where the event came from, for a source that can lose part of its input (a Kafka
     /// partition taken away by a rebalance): the partial matches of the keys last seen from an
-    /// origin can then be dropped with it. 0 where there is one origin.
+    /// origin can then be dropped with it (see [`crate::engine::Engine::drop_origins`]). 0 where
+    /// there is one origin.
     pub origin: u32,
     /// Field values by slot; null where the event lacks the field.
     pub slots: Vec<Value>,
