@@ -13,7 +13,7 @@
 use super::{KeyState, Run};
 use crate::compile::nfa::StateId;
 use crate::event::Value;
-use hashbrown::hash_table::{Entry as TableEntry, HashTable, OccupiedEntry};
+use hashbrown::hash_table::HashTable;
 use std::hash::BuildHasher;
 
 /// The hash of a key, as the index and the sharding use it.
@@ -83,28 +83,60 @@ impl KeyMap {
         self.entries.iter().map(|e| &e.state)
     }
 
-    /// Whether some key of hash `hash` has runs in states for which `changes` holds. False
-    /// means that an event which changes no run in those states, and starts none, leaves the
-    /// key (whichever key of this hash it is) as it is. Reads the index alone.
+    /// The key `key`, whose hash is `hash`, where it has runs in states for which `changes`
+    /// holds; `None` where it has none (or no state at all): an event that changes no run in
+    /// those states, and starts none, then leaves the key as it is. Reads the key's entry only
+    /// where the index finds such runs.
     // HOT PATH: once per event that starts nothing.
     #[inline]
-    pub fn may_change(&self, hash: u64, mut changes: impl FnMut(StateSet) -> bool) -> bool {
-        self.index
-            .find(hash, |s| s.hash == hash && changes(s.states))
-            .is_some()
+    pub fn find_changing(
+        &mut self,
+        hash: u64,
+        key: &Value,
+        mut changes: impl FnMut(StateSet) -> bool,
+    ) -> Option<Found<'_>> {
+        let id = self
+            .index
+            .find(hash, |s| s.hash == hash && changes(s.states))?
+            .id;
+        if self.entries[id as usize].key == *key {
+            return Some(Found {
+                id,
+                hash,
+                map: self,
+            });
+        }
+        // Another key of the same hash: look for this one by its key.
+        let entries = &self.entries;
+        let id = self
+            .index
+            .find(hash, |s| {
+                s.hash == hash && entries[s.id as usize].key == *key && changes(s.states)
+            })?
+            .id;
+        Some(Found {
+            id,
+            hash,
+            map: self,
+        })
     }
 
     /// The key `key`, whose hash is `hash`, if it has state.
     // HOT PATH
     #[inline]
     pub fn lookup(&mut self, hash: u64, key: &Value) -> Option<Found<'_>> {
-        let KeyMap { index, entries } = self;
-        let slot = index
-            .find_entry(hash, |s| {
+        let entries = &self.entries;
+        let id = self
+            .index
+            .find(hash, |s| {
                 s.hash == hash && entries[s.id as usize].key == *key
-            })
-            .ok()?;
-        Some(Found { slot, entries })
+            })?
+            .id;
+        Some(Found {
+            id,
+            hash,
+            map: self,
+        })
     }
 
     /// Adds `key` with its first runs; the key must not be held.
@@ -163,36 +195,39 @@ impl FromIterator<(Value, KeyState)> for KeyMap {
 /// A key found in a [`KeyMap`]: its state, to change, then [`Found::settle`] to record what the
 /// change left.
 pub struct Found<'a> {
-    slot: OccupiedEntry<'a, Slot>,
-    entries: &'a mut Vec<Entry>,
+    id: u32,
+    hash: u64,
+    map: &'a mut KeyMap,
 }
 
 impl Found<'_> {
     #[inline]
     pub fn state(&mut self) -> &mut KeyState {
-        let id = self.slot.get().id as usize;
-        &mut self.entries[id].state
+        &mut self.map.entries[self.id as usize].state
     }
 
     /// Records the states of the key's runs in the index, or removes the key if it has none
-    /// left.
+    /// left. Needed only where the runs changed.
     #[inline]
-    pub fn settle(mut self) {
-        let id = self.slot.get().id as usize;
-        if !self.entries[id].state.runs.is_empty() {
-            self.slot.get_mut().states = states_of(&self.entries[id].state.runs);
+    pub fn settle(self) {
+        let Found { id, hash, map } = self;
+        let KeyMap { index, entries } = map;
+        let runs = &entries[id as usize].state.runs;
+        if !runs.is_empty() {
+            if let Some(slot) = index.find_mut(hash, |s| s.id == id) {
+                slot.states = states_of(runs);
+            }
             return;
         }
-        let (_, vacant) = self.slot.remove();
-        let index = vacant.into_table();
-        self.entries.swap_remove(id);
+        if let Ok(slot) = index.find_entry(hash, |s| s.id == id) {
+            slot.remove();
+        }
+        entries.swap_remove(id as usize);
         // The last entry moved into the gap: its slot follows it.
-        if let Some(moved) = self.entries.get(id) {
-            let from = self.entries.len() as u32;
-            if let TableEntry::Occupied(mut o) =
-                index.entry(moved.hash, |s| s.id == from, |s| s.hash)
-            {
-                o.get_mut().id = id as u32;
+        if let Some(moved) = entries.get(id as usize) {
+            let from = entries.len() as u32;
+            if let Some(slot) = index.find_mut(moved.hash, |s| s.id == from) {
+                slot.id = id;
             }
         }
     }
@@ -251,19 +286,45 @@ mod tests {
         let mut m = KeyMap::default();
         let k = key(1);
         let h = hash_key(&k);
+        let changing = |m: &mut KeyMap, k: &Value, s: StateId| {
+            m.find_changing(hash_key(k), k, |set| set & state_bit(s) != 0)
+                .is_some()
+        };
         m.insert(h, k.clone(), state(&[2]));
-        assert!(m.may_change(h, |s| s & state_bit(2) != 0));
-        assert!(!m.may_change(h, |s| s & state_bit(3) != 0));
+        assert!(changing(&mut m, &k, 2));
+        assert!(!changing(&mut m, &k, 3));
         let mut f = m.lookup(h, &k).unwrap();
         f.state().runs[0].state = 3;
         f.state().runs.push(state(&[40]).runs[0].clone());
         f.settle();
-        assert!(!m.may_change(h, |s| s & state_bit(2) != 0));
-        assert!(m.may_change(h, |s| s & state_bit(3) != 0));
+        assert!(!changing(&mut m, &k, 2));
+        assert!(changing(&mut m, &k, 3));
         // States past 30 share the last bit.
-        assert!(m.may_change(h, |s| s & state_bit(31) != 0));
-        // A hash no key has changes nothing.
-        assert!(!m.may_change(h ^ 1, |_| true));
+        assert!(changing(&mut m, &k, 31));
+        // A key not held has nothing to change.
+        assert!(!changing(&mut m, &key(2), 3));
+    }
+
+    /// Keys whose hashes collide are told apart by the key itself.
+    #[test]
+    fn a_key_is_found_past_another_of_the_same_hash() {
+        let mut m = KeyMap::default();
+        let (a, b) = (key(1), key(2));
+        // Both under one hash, as two keys whose hashes collide would be.
+        m.insert(7, a.clone(), state(&[2]));
+        m.insert(7, b.clone(), state(&[3]));
+        let states = |m: &mut KeyMap, k: &Value, s: StateId| {
+            let mut f = m.find_changing(7, k, |set| set & state_bit(s) != 0)?;
+            Some(f.state().runs[0].state)
+        };
+        assert_eq!(states(&mut m, &a, 2), Some(2));
+        // The index finds `a`'s slot first for either state set; `b` is found by its key.
+        assert_eq!(states(&mut m, &b, 2), None);
+        assert_eq!(states(&mut m, &b, 3), Some(3));
+        assert_eq!(
+            m.lookup(7, &b).map(|mut f| f.state().runs[0].state),
+            Some(3)
+        );
     }
 
     #[test]

@@ -462,7 +462,7 @@ impl Engine {
             // An event that starts nothing and changes no run in the states the key's runs are
             // in leaves the key as it is: the index alone tells, without reading the key's
             // entry (the usual cache miss of an event).
-            {
+            let found = {
                 let Scratch {
                     cond_cache,
                     quiet,
@@ -477,19 +477,25 @@ impl Engine {
                     node: None,
                     aggs: &p.aggs,
                 };
-                quiet.prime(p, &event_only, cond_cache);
-                if quiet.inert(p, &event_only, cond_cache)
-                    && !keys.may_change(hash, |states| {
-                        !quiet.all(p, states, &event_only, cond_cache)
-                    })
-                {
-                    continue;
+                quiet.prime(&event_only, cond_cache);
+                // A pattern without a key has one entry, always in the cache: the index has
+                // nothing to save it.
+                if p.key.is_some() && quiet.inert(p, &event_only, cond_cache) {
+                    let changes = |states| !quiet.all(p, states, &event_only, cond_cache);
+                    match keys.find_changing(hash, key, changes) {
+                        Some(found) => Some(found),
+                        None => continue,
+                    }
+                } else {
+                    keys.lookup(hash, key)
                 }
-            }
-            match keys.lookup(hash, key) {
+            };
+            match found {
                 Some(mut found) => {
                     let ks = found.state();
+                    let mut changed = false;
                     if ks.next_close <= now {
+                        changed = true;
                         advance_key(
                             p,
                             prog,
@@ -501,7 +507,7 @@ impl Engine {
                             out,
                         );
                     }
-                    process_key(
+                    changed |= process_key(
                         p,
                         prog,
                         ks,
@@ -517,7 +523,9 @@ impl Engine {
                         ks.origin = ev.origin;
                         schedule(timers, timer_seq, ks, key);
                     }
-                    found.settle();
+                    if changed {
+                        found.settle();
+                    }
                 }
                 // A key seen for the first time is processed in a spare state, inserted only
                 // if the event leaves a partial match open, so that events which start nothing
@@ -956,9 +964,10 @@ struct Verdict {
 /// The tests the start state reads come first: whether an event starts anything is known from
 /// them alone, and the others run only for an event whose key has runs.
 struct VerdictTable {
-    /// The definitions with an event-local test (a whole condition or a guard), by bit of the
+    /// The event-local tests (a definition's whole condition or its guard) with the slot of the
+    /// condition cache that keeps each one's outcome (see [`test_slot`]), by bit of the
     /// outcome: first the `start` ones that the start state's edges read.
-    defs: Vec<usize>,
+    tests: Vec<(crate::compile::local::LocalTest, usize)>,
     start: usize,
     verdicts: Vec<Verdict>,
 }
@@ -1014,8 +1023,12 @@ impl VerdictTable {
         if (0..verdicts.len()).any(|o| verdicts[o].inert != verdicts[o & start_mask].inert) {
             start = defs.len();
         }
+        let tests = defs
+            .iter()
+            .filter_map(|&i| Some((p.local_tests[i].clone()?, test_slot(p, i))))
+            .collect();
         Some(VerdictTable {
-            defs,
+            tests,
             start,
             verdicts,
         })
@@ -1029,15 +1042,13 @@ impl VerdictTable {
         &self,
         (from, to): (usize, usize),
         mut outcome: usize,
-        p: &CompiledPattern,
         cx: &EvalCtx<'_>,
         cache: &mut [u8],
     ) -> usize {
-        for bit in from..to {
-            let i = self.defs[bit];
-            let holds = p.local_tests[i].as_ref().is_some_and(|t| t.test(cx));
-            cache[test_slot(p, i)] = if holds { 2 } else { 1 };
-            outcome |= (holds as usize) << bit;
+        for (bit, (test, slot)) in self.tests[from..to].iter().enumerate() {
+            let holds = test.test(cx);
+            cache[*slot] = if holds { 2 } else { 1 };
+            outcome |= (holds as usize) << (from + bit);
         }
         outcome
     }
@@ -1088,26 +1099,29 @@ impl QuietCache {
 
     /// Runs the tests the start state reads, where the pattern has a table.
     #[inline]
-    fn prime(&mut self, p: &CompiledPattern, cx: &EvalCtx<'_>, cache: &mut [u8]) {
+    fn prime(&mut self, cx: &EvalCtx<'_>, cache: &mut [u8]) {
         if let Some(Some(t)) = self.tables.get(self.pattern) {
-            self.primed = Primed::Start(t.run((0, t.start), 0, p, cx, cache));
+            self.primed = Primed::Start(t.run((0, t.start), 0, cx, cache));
         }
     }
 
     /// The event's whole verdict, where the pattern has a table: runs the tests not yet run.
-    #[inline]
-    fn full(&mut self, p: &CompiledPattern, cx: &EvalCtx<'_>, cache: &mut [u8]) -> Option<Verdict> {
+    #[inline(always)]
+    fn full(&mut self, cx: &EvalCtx<'_>, cache: &mut [u8]) -> Option<Verdict> {
         match self.primed {
             Primed::No => None,
             Primed::Full(v) => Some(v),
-            Primed::Start(outcome) => {
-                let t = self.tables[self.pattern].as_ref()?;
-                let outcome = t.run((t.start, t.defs.len()), outcome, p, cx, cache);
-                let v = t.verdicts[outcome];
-                self.primed = Primed::Full(v);
-                Some(v)
-            }
+            Primed::Start(outcome) => self.complete(outcome, cx, cache),
         }
+    }
+
+    /// [`QuietCache::full`] the first time: runs the tests the start state does not read.
+    fn complete(&mut self, outcome: usize, cx: &EvalCtx<'_>, cache: &mut [u8]) -> Option<Verdict> {
+        let t = self.tables[self.pattern].as_ref()?;
+        let outcome = t.run((t.start, t.tests.len()), outcome, cx, cache);
+        let v = t.verdicts[outcome];
+        self.primed = Primed::Full(v);
+        Some(v)
     }
 
     #[inline]
@@ -1119,7 +1133,7 @@ impl QuietCache {
         cache: &mut [u8],
     ) -> bool {
         if state < 31 {
-            if let Some(v) = self.full(p, cx, cache) {
+            if let Some(v) = self.full(cx, cache) {
                 return v.quiet & keys::state_bit(state) != 0;
             }
         }
@@ -1155,7 +1169,7 @@ impl QuietCache {
         cx: &EvalCtx<'_>,
         cache: &mut [u8],
     ) -> bool {
-        if let Some(v) = self.full(p, cx, cache) {
+        if let Some(v) = self.full(cx, cache) {
             return states & !v.quiet == 0;
         }
         while states != 0 {
@@ -1175,7 +1189,7 @@ fn walk_limit(p: &CompiledPattern) -> usize {
     4 * p.nfa.states.len() + 8
 }
 
-/// Advances every run of one key by one event.
+/// Advances every run of one key by one event. Returns whether the key's runs changed.
 // HOT PATH
 #[allow(clippy::too_many_arguments)]
 fn process_key(
@@ -1189,7 +1203,7 @@ fn process_key(
     scratch: &mut Scratch,
     stats: &mut EngineStats,
     out: &mut dyn Output,
-) {
+) -> bool {
     let nfa = &p.nfa;
     // Each buffer is borrowed where it lies: moving a `Vec` out and back every event costs a
     // store-forwarding stall when it is read again at once.
@@ -1375,14 +1389,14 @@ fn process_key(
                 ks.next_close = ks.next_close.min(window_close(p, &r));
                 ks.runs.push(r);
             }
-            return;
+            return true;
         }
         changed = true;
         new_runs.extend((0..nruns).map(stays));
         new_runs.append(from_one);
     }
     if !changed {
-        return;
+        return false;
     }
     // The runs that stay move into the new list: cloning them would write the reference count
     // of a bound event that this event did not otherwise touch, an atomic write to a line that is
@@ -1406,6 +1420,7 @@ fn process_key(
         .unwrap_or(i64::MAX);
     ks.runs.clear();
     ks.runs.extend(new_runs.drain(..));
+    true
 }
 
 /// The node that binds `ev` to `name` after `prev`: the running aggregates folded on, and the
@@ -1764,7 +1779,7 @@ mod tests {
                     let mut walked = vec![0u8; 2 * p.conds.len()];
                     let mut tabled = vec![0u8; 2 * p.conds.len()];
                     cache.next_event(0, p.nfa.states.len());
-                    cache.prime(p, &cx, &mut tabled);
+                    cache.prime(&cx, &mut tabled);
                     assert_eq!(
                         cache.inert(p, &cx, &mut tabled),
                         start_inert(p, &cx, &mut walked),
