@@ -490,66 +490,50 @@ impl Engine {
                     keys.lookup(hash, key)
                 }
             };
+            // A key seen for the first time is processed in a spare state, inserted only if the
+            // event leaves a partial match open, so that events which start nothing cost no
+            // insert. One call site for both, so that the walk is inlined once.
+            let mut found = found;
+            let ks = match found.as_mut() {
+                Some(f) => f.state(),
+                None => &mut self.fresh,
+            };
+            let mut changed = false;
+            if ks.next_close <= now {
+                changed = true;
+                advance_key(
+                    p,
+                    prog,
+                    ks,
+                    key,
+                    now,
+                    &mut self.scratch,
+                    &mut self.stats,
+                    out,
+                );
+            }
+            changed |= process_key(
+                p,
+                prog,
+                ks,
+                key,
+                ev,
+                now,
+                &self.opts,
+                &mut self.scratch,
+                &mut self.stats,
+                out,
+            );
+            if !ks.runs.is_empty() {
+                ks.origin = ev.origin;
+                schedule(timers, timer_seq, ks, key);
+            }
             match found {
-                Some(mut found) => {
-                    let ks = found.state();
-                    let mut changed = false;
-                    if ks.next_close <= now {
-                        changed = true;
-                        advance_key(
-                            p,
-                            prog,
-                            ks,
-                            key,
-                            now,
-                            &mut self.scratch,
-                            &mut self.stats,
-                            out,
-                        );
-                    }
-                    changed |= process_key(
-                        p,
-                        prog,
-                        ks,
-                        key,
-                        ev,
-                        now,
-                        &self.opts,
-                        &mut self.scratch,
-                        &mut self.stats,
-                        out,
-                    );
-                    if !ks.runs.is_empty() {
-                        ks.origin = ev.origin;
-                        schedule(timers, timer_seq, ks, key);
-                    }
-                    if changed {
-                        found.settle();
-                    }
-                }
-                // A key seen for the first time is processed in a spare state, inserted only
-                // if the event leaves a partial match open, so that events which start nothing
-                // cost no insert.
-                None => {
-                    let ks = &mut self.fresh;
-                    process_key(
-                        p,
-                        prog,
-                        ks,
-                        key,
-                        ev,
-                        now,
-                        &self.opts,
-                        &mut self.scratch,
-                        &mut self.stats,
-                        out,
-                    );
-                    if !ks.runs.is_empty() {
-                        ks.origin = ev.origin;
-                        schedule(timers, timer_seq, ks, key);
-                        keys.insert(hash, key.clone(), std::mem::take(ks));
-                    }
-                }
+                Some(f) if changed => f.settle(),
+                Some(_) => {}
+                // An event that leaves nothing open leaves the spare state as it found it.
+                None if self.fresh.runs.is_empty() => {}
+                None => keys.insert(hash, key.clone(), std::mem::take(&mut self.fresh)),
             }
         }
     }
