@@ -305,6 +305,13 @@ mod tests {
         assert!(!changing(&mut m, &key(2), 3));
     }
 
+    /// The index stays small enough for the cache (see BENCHMARKS.md, Memory).
+    #[test]
+    fn index_slots_and_entries_stay_compact() {
+        assert_eq!(std::mem::size_of::<Slot>(), 16);
+        assert_eq!(std::mem::size_of::<Entry>(), 128);
+    }
+
     /// Keys whose hashes collide are told apart by the key itself.
     #[test]
     fn a_key_is_found_past_another_of_the_same_hash() {
