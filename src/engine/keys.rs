@@ -107,29 +107,29 @@ impl KeyMap {
             });
         }
         // Another key of the same hash: look for this one by its key.
-        let entries = &self.entries;
-        let id = self
-            .index
-            .find(hash, |s| {
-                s.hash == hash && entries[s.id as usize].key == *key && changes(s.states)
-            })?
-            .id;
-        Some(Found {
-            id,
-            hash,
-            map: self,
-        })
+        self.find(hash, key, changes)
     }
 
     /// The key `key`, whose hash is `hash`, if it has state.
     // HOT PATH
     #[inline]
     pub fn lookup(&mut self, hash: u64, key: &Value) -> Option<Found<'_>> {
+        self.find(hash, key, |_| true)
+    }
+
+    /// The key `key`, whose hash is `hash`, if it has state and its runs' states pass `states`.
+    #[inline]
+    fn find(
+        &mut self,
+        hash: u64,
+        key: &Value,
+        mut states: impl FnMut(StateSet) -> bool,
+    ) -> Option<Found<'_>> {
         let entries = &self.entries;
         let id = self
             .index
             .find(hash, |s| {
-                s.hash == hash && entries[s.id as usize].key == *key
+                s.hash == hash && entries[s.id as usize].key == *key && states(s.states)
             })?
             .id;
         Some(Found {

@@ -1666,6 +1666,19 @@ mod tests {
     use super::*;
     use crate::compile::{compile, CompileOptions, Source};
 
+    /// The context in which a condition sees `ev` alone, without a partial match.
+    fn event_alone<'a>(ev: &'a Event, p: &'a CompiledPattern) -> EvalCtx<'a> {
+        static NULL: Value = Value::Null;
+        EvalCtx {
+            tables: &[],
+            ev: Some(ev),
+            ts: 0,
+            key: &NULL,
+            node: None,
+            aggs: &p.aggs,
+        }
+    }
+
     /// `quiet` lets a run be passed over only where the event alone settles every edge of its
     /// state; a condition that reads the run's history, with its event-local part holding, must
     /// send the run through the full walk.
@@ -1694,14 +1707,7 @@ mod tests {
             let mut ev = Event::with_slots(prog.fields.len());
             ev.slots[slot("type")] = Value::from(kind);
             ev.slots[slot("amount")] = Value::Int(10);
-            let cx = EvalCtx {
-                tables: &[],
-                ev: Some(&ev),
-                ts: 0,
-                key: &Value::Null,
-                node: None,
-                aggs: &p.aggs,
-            };
+            let cx = event_alone(&ev, p);
             let mut cache = vec![0u8; 2 * p.conds.len()];
             quiet(p, state, &cx, &mut cache)
         };
@@ -1751,14 +1757,7 @@ mod tests {
                     ev.slots[slot("type")] = Value::from(kind);
                     ev.slots[slot("amount")] = amount.clone();
                     ev.slots[slot("stake")] = amount.clone();
-                    let cx = EvalCtx {
-                        tables: &[],
-                        ev: Some(&ev),
-                        ts: 0,
-                        key: &Value::Null,
-                        node: None,
-                        aggs: &p.aggs,
-                    };
+                    let cx = event_alone(&ev, p);
                     let what = format!("{shape}, {kind} {amount:?}");
                     let mut walked = vec![0u8; 2 * p.conds.len()];
                     let mut tabled = vec![0u8; 2 * p.conds.len()];
