@@ -104,13 +104,10 @@ fn conjuncts(c: &CExpr, out: &mut Vec<Atom>) {
                     value: *c,
                 })
             }
-            (CExpr::Field(slot), CExpr::Const(v @ Value::Float(_)), _) => out.push(Atom::Num {
+            (CExpr::Field(slot), CExpr::Const(Value::Float(f)), _) => out.push(Atom::Num {
                 slot: *slot,
                 op: *op,
-                value: match v {
-                    Value::Float(f) => Num::Float(*f),
-                    _ => unreachable!("matched as a float"),
-                },
+                value: Num::Float(*f),
             }),
             _ => out.push(Atom::Expr(c.clone())),
         },

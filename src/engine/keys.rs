@@ -152,9 +152,9 @@ impl KeyMap {
     }
 
     /// Keeps only the keys for which `keep` holds.
-    pub fn retain(&mut self, mut keep: impl FnMut(&Value, &mut KeyState) -> bool) {
+    pub fn retain(&mut self, mut keep: impl FnMut(&Value, &KeyState) -> bool) {
         let before = self.entries.len();
-        self.entries.retain_mut(|e| keep(&e.key, &mut e.state));
+        self.entries.retain(|e| keep(&e.key, &e.state));
         if self.entries.len() != before {
             self.reindex();
         }

@@ -261,9 +261,8 @@ pub struct Engine {
 /// The shard, out of `count`, that owns a partition key. The parse stage routes by it and each
 /// shard's engine keeps only its own keys, so that one key's events stay in order on one thread.
 pub fn shard_of(key: &Value, count: usize) -> usize {
-    use std::hash::BuildHasher;
     // The high bits of a multiplicative hash are the well-mixed ones.
-    ((rustc_hash::FxBuildHasher.hash_one(key) >> 32) as usize) % count.max(1)
+    ((keys::hash_key(key) >> 32) as usize) % count.max(1)
 }
 
 /// The partition key of `ev` in pattern `p` (null without a `key` clause).
@@ -305,7 +304,7 @@ impl Engine {
             })
             .collect();
         let mut scratch = Scratch::default();
-        scratch.quiet.tables = prog.patterns.iter().map(VerdictTable::new).collect();
+        scratch.quiet.verdict_tables = prog.patterns.iter().map(VerdictTable::new).collect();
         let mut e = Engine {
             prog,
             opts,
@@ -564,8 +563,9 @@ impl Engine {
     }
 
     /// Forgets the partial matches of every key whose last event (of those that could change
-    /// them, see [`KeyState::origin`]) came from one of `origins` (a source lost those inputs, e.g. Kafka partitions revoked by a rebalance; their new
-    /// owner starts them again from its committed offsets). Returns the runs dropped.
+    /// them, see [`KeyState::origin`]) came from one of `origins` (a source lost those inputs,
+    /// e.g. Kafka partitions revoked by a rebalance; their new owner starts them again from its
+    /// committed offsets). Returns the runs dropped.
     pub fn drop_origins(&mut self, origins: &[u32]) -> u64 {
         let mut dropped = 0;
         for st in &mut self.state.patterns {
@@ -914,7 +914,7 @@ struct QuietCache {
     epoch: u32,
     verdicts: Vec<(u32, bool)>,
     /// By pattern, where it has one.
-    tables: Vec<Option<VerdictTable>>,
+    verdict_tables: Vec<Option<VerdictTable>>,
     /// The pattern the event is meeting.
     pattern: usize,
     primed: Primed,
@@ -1084,7 +1084,7 @@ impl QuietCache {
     /// Runs the tests the start state reads, where the pattern has a table.
     #[inline]
     fn prime(&mut self, cx: &EvalCtx<'_>, cache: &mut [u8]) {
-        if let Some(Some(t)) = self.tables.get(self.pattern) {
+        if let Some(Some(t)) = self.verdict_tables.get(self.pattern) {
             self.primed = Primed::Start(t.run((0, t.start), 0, cx, cache));
         }
     }
@@ -1101,7 +1101,7 @@ impl QuietCache {
 
     /// [`QuietCache::full`] the first time: runs the tests the start state does not read.
     fn complete(&mut self, outcome: usize, cx: &EvalCtx<'_>, cache: &mut [u8]) -> Option<Verdict> {
-        let t = self.tables[self.pattern].as_ref()?;
+        let t = self.verdict_tables[self.pattern].as_ref()?;
         let outcome = t.run((t.start, t.tests.len()), outcome, cx, cache);
         let v = t.verdicts[outcome];
         self.primed = Primed::Full(v);
@@ -1134,7 +1134,7 @@ impl QuietCache {
     #[inline]
     fn inert(&mut self, p: &CompiledPattern, cx: &EvalCtx<'_>, cache: &mut [u8]) -> bool {
         match self.primed {
-            Primed::Start(outcome) => match &self.tables[self.pattern] {
+            Primed::Start(outcome) => match &self.verdict_tables[self.pattern] {
                 Some(t) => t.verdicts[outcome].inert,
                 None => start_inert(p, cx, cache),
             },
@@ -1748,7 +1748,7 @@ mod tests {
             let table = VerdictTable::new(p).expect("three tests fit a table");
             let slot = |f: &str| prog.fields.iter().position(|x| x == &[f]).unwrap();
             let mut cache = QuietCache {
-                tables: vec![Some(table)],
+                verdict_tables: vec![Some(table)],
                 ..QuietCache::default()
             };
             for kind in ["deposit", "bet", "withdrawal", "casino"] {
