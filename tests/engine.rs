@@ -339,6 +339,26 @@ fn time_units_and_rfc3339() {
     );
     assert_eq!(recs[0]["value"], json!({"span":1}));
     assert_eq!(recs[0]["ts"], json!(1_732_400_000_001i64));
+    // Float times keep their fraction: 1.7 ms -> 3.6 ms is within 2ms, 1.7 -> 3.8 is not; `ts`
+    // shows each in whole milliseconds, rounded down.
+    let recs = run(
+        text,
+        &[(
+            "s",
+            &[
+                r#"{"id":1,"at":1.7}"#,
+                r#"{"id":2,"at":3.6}"#,
+                r#"{"id":3,"at":10.7}"#,
+                r#"{"id":4,"at":12.8}"#,
+            ],
+        )],
+    );
+    assert_eq!(recs[0]["value"], json!({"span":2}));
+    assert_eq!(recs[0]["ts"], json!(3));
+    assert_eq!(recs[1]["sink"], json!("late"));
+    assert_eq!(recs[1]["value"], json!({"a":3}));
+    assert_eq!(recs[2]["sink"], json!("late"));
+    assert_eq!(recs[2]["value"], json!({"a":4}));
 }
 
 #[test]
@@ -425,7 +445,7 @@ fn late_lines_are_reported_and_skipped() {
     assert_eq!(values(&recs), vec![json!({"a":1,"b":3})]);
     assert_eq!(summary.late, 1);
     assert!(
-        reports[0].contains(":2: event time goes backwards"),
+        reports[0].contains(":2: event time goes backwards (3 ms after 5 ms)"),
         "{reports:?}"
     );
 }

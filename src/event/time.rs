@@ -21,6 +21,15 @@ impl TimeUnit {
         }
     }
 
+    /// The unit as `--time-unit` writes it.
+    pub fn symbol(self) -> &'static str {
+        match self {
+            TimeUnit::Millis => "ms",
+            TimeUnit::Micros => "us",
+            TimeUnit::Nanos => "ns",
+        }
+    }
+
     /// Converts internal nanoseconds to this unit (rounding toward negative infinity).
     pub fn from_nanos(self, ns: i64) -> i64 {
         ns.div_euclid(self.nanos())

@@ -6,7 +6,7 @@
 
 use crate::compile::Program;
 use crate::engine::{Engine, EngineOptions, Output, OwnedRecord, Record};
-use crate::event::{Event, JsonDecoder};
+use crate::event::{Event, JsonDecoder, TimeUnit};
 use crate::pipeline::{Layout, Pipeline, Report as PipelineReport};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -129,6 +129,8 @@ struct Reader {
     stream: u16,
     /// Whether a pattern reading this input uses arrival time (so the clock must be read).
     needs_arrival: bool,
+    /// The unit of the input's numeric times, in which reports show them.
+    unit: TimeUnit,
     last_ts: i64,
     /// The next event of this input, decoded in place (never moved in and out of an `Option`:
     /// moving a freshly written event costs a store-forwarding stall per line).
@@ -309,6 +311,7 @@ fn open_inputs(prog: &Program, inputs: &[Input]) -> Result<Vec<Reader>, ReplayEr
             decoder: JsonDecoder::new(&prog.fields, time_slot, prog.unit),
             stream: stream as u16,
             needs_arrival,
+            unit: prog.unit,
             last_ts: i64::MIN,
             head: Event::with_slots(prog.fields.len()),
             has_head: false,
@@ -344,9 +347,10 @@ fn advance(
             Ok((_, true)) => {
                 if ev.ts < r.last_ts {
                     summary.late += 1;
+                    let (at, before) = (r.unit.from_nanos(ev.ts), r.unit.from_nanos(r.last_ts));
                     report(&format!(
-                        "{}:{}: event time goes backwards ({} after {}); each input must be in time order, line skipped",
-                        r.name, r.line, ev.ts, r.last_ts
+                        "{}:{}: event time goes backwards ({at} {unit} after {before} {unit}); each input must be in time order, line skipped",
+                        r.name, r.line, unit = r.unit.symbol()
                     ));
                     continue;
                 }

@@ -1,0 +1,180 @@
+//! The `kairos` binary as a user runs it: `check` and `replay`, their exit statuses, what they
+//! write to standard output and to standard error, and the files they write.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn kairos(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_kairos"))
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("the kairos binary runs")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+const GOOD: &str = "pattern up
+  from s
+  key k
+  time at
+  within 1s
+  match a -> b
+  define
+    a = (kind == \"a\")
+    b = (kind == \"b\" and v > a.v)
+  emit out { a: a.id, b: b.id, span: b.ts - a.ts }
+";
+
+/// Times in nanoseconds. Line 2 is malformed, line 4 goes back in time; the b of line 3 is no
+/// higher than the a, so the b of line 5 completes the match, 600,000,001 ns after the a.
+const INPUT: &str = r#"{"k":"x","kind":"a","id":1,"v":1,"at":1000000000}
+{"k":"x","kind":"b","id":2,"v":2,at}
+{"k":"x","kind":"b","id":3,"v":0,"at":1500000000}
+{"k":"x","kind":"b","id":4,"v":5,"at":1200000000}
+{"k":"x","kind":"b","id":5,"v":5,"at":1600000001}
+"#;
+
+const RECORD: &str = r#"{"pattern":"up","sink":"out","key":"x","ts":1600000001,"value":{"a":1,"b":5,"span":600000001}}"#;
+
+#[test]
+fn check_prints_what_each_pattern_compiled_to() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("good.cep"), GOOD).unwrap();
+    let out = kairos(dir.path(), &["check", "good.cep"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.starts_with("pattern up\n"), "{stdout}");
+    assert!(stdout.contains("  match     a -> b\n"), "{stdout}");
+    assert!(stdout.contains("  within    1s\n"), "{stdout}");
+    assert!(stdout.ends_with("ok: 1 pattern compiled\n"), "{stdout}");
+}
+
+#[test]
+fn check_reports_every_error_with_its_place_and_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = "pattern p\n  from s\n  time at\n  match a -> (c? -> d) -> b\n  emit out { n: count(zz) }\n";
+    std::fs::write(dir.path().join("bad.cep"), bad).unwrap();
+    let out = kairos(dir.path(), &["check", "bad.cep"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty(), "{}", text(&out.stdout));
+    let stderr = text(&out.stderr);
+    let expected_first = "bad.cep:4:16: error: a group cannot start with an optional step
+  |
+4 |   match a -> (c? -> d) -> b
+  |                ^
+";
+    assert!(stderr.starts_with(expected_first), "{stderr}");
+    assert!(
+        stderr.contains("\nbad.cep:5:"),
+        "both errors are reported: {stderr}"
+    );
+    assert!(stderr.ends_with("2 errors in patterns\n"), "{stderr}");
+}
+
+#[test]
+fn replay_writes_records_to_the_output_file_and_reports_on_stderr() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("good.cep"), GOOD).unwrap();
+    std::fs::write(dir.path().join("in.jsonl"), INPUT).unwrap();
+    let out = kairos(
+        dir.path(),
+        &[
+            "replay",
+            "--patterns",
+            "good.cep",
+            "--input",
+            "s=in.jsonl",
+            "--time-unit",
+            "ns",
+            "--output",
+            "out.jsonl",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(out.stdout.is_empty(), "{}", text(&out.stdout));
+    let records = std::fs::read_to_string(dir.path().join("out.jsonl")).unwrap();
+    assert_eq!(records, format!("{RECORD}\n"));
+    let stderr = text(&out.stderr);
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 3, "{stderr}");
+    assert_eq!(
+        lines[0],
+        "in.jsonl:2: malformed event, column 34: expected a field name; line skipped"
+    );
+    assert_eq!(
+        lines[1],
+        "in.jsonl:4: event time goes backwards (1200000000 ns after 1500000000 ns); each input must be in time order, line skipped"
+    );
+    assert!(
+        lines[2].starts_with(
+            "events 3  matches 1  timeouts 0  malformed 1  late 1  evicted 0  elapsed "
+        ),
+        "{}",
+        lines[2]
+    );
+    assert!(lines[2].ends_with(" events/s"), "{}", lines[2]);
+}
+
+#[test]
+fn replay_writes_to_stdout_and_quiet_drops_the_summary() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("good.cep"), GOOD).unwrap();
+    std::fs::write(dir.path().join("in.jsonl"), INPUT).unwrap();
+    let out = kairos(
+        dir.path(),
+        &[
+            "replay",
+            "-p",
+            "good.cep",
+            "-i",
+            "in.jsonl",
+            "--time-unit",
+            "ns",
+            "-q",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), format!("{RECORD}\n"));
+    // The problems in the input are still reported; only the summary goes.
+    let stderr = text(&out.stderr);
+    assert_eq!(stderr.lines().count(), 2, "{stderr}");
+    assert!(!stderr.contains("events/s"), "{stderr}");
+}
+
+#[test]
+fn replay_in_milliseconds_reads_the_same_times_a_million_times_larger() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("good.cep"), GOOD).unwrap();
+    let ms = r#"{"k":"x","kind":"a","id":1,"v":1,"at":1000}
+{"k":"x","kind":"b","id":5,"v":5,"at":1600}
+"#;
+    std::fs::write(dir.path().join("in.jsonl"), ms).unwrap();
+    let out = kairos(
+        dir.path(),
+        &["replay", "-p", "good.cep", "-i", "in.jsonl", "-q"],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        "{\"pattern\":\"up\",\"sink\":\"out\",\"key\":\"x\",\"ts\":1600,\"value\":{\"a\":1,\"b\":5,\"span\":600}}\n"
+    );
+}
+
+#[test]
+fn replay_of_a_missing_file_fails_with_its_name() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("good.cep"), GOOD).unwrap();
+    let out = kairos(
+        dir.path(),
+        &["replay", "-p", "good.cep", "-i", "missing.jsonl"],
+    );
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.starts_with("kairos: cannot read missing.jsonl: "),
+        "{stderr}"
+    );
+}
