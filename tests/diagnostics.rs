@@ -372,3 +372,88 @@ fn a_repeated_group_of_optional_steps_is_an_error() {
         errors(text)
     );
 }
+
+/// The other checks of clauses, names, quantifiers and windows, each at its place.
+#[test]
+fn clause_name_and_window_checks() {
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "pattern p\n  time ts\n  match a\n  emit out {}\n",
+            "1:9",
+            "pattern `p` has no `from` clause",
+        ),
+        (
+            "pattern p\n  from s\n  time ts\n  emit out {}\n",
+            "1:9",
+            "pattern `p` has no `match` clause",
+        ),
+        (
+            "pattern p\n  from s\n  time ts\n  match a\n",
+            "1:9",
+            "pattern `p` has no `emit` clause",
+        ),
+        (
+            "pattern p\n  from s\n  from s\n  time ts\n  match a\n  emit out {}\n",
+            "3:3",
+            "duplicate `from` clause",
+        ),
+        (
+            "pattern p\n  from s, s\n  time ts\n  match a\n  emit out {}\n",
+            "2:11",
+            "stream `s` is named twice in `from`",
+        ),
+        (
+            "pattern p\n  from s\n  time ts\n  match a+ until a\n  emit out {}\n",
+            "4:18",
+            "`a` is used for two different things in the sequence",
+        ),
+        (
+            "pattern p\n  from s\n  time ts\n  match a+ until x -> b\n  define\n    x = (v == 1)\n  emit out { n: x.v }\n",
+            "7:17",
+            "`x` binds no events (it is a negation or an `until` condition)",
+        ),
+        (
+            "pattern p\n  from s\n  time ts\n  within 1s\n  match a -> !x -> b\n  define\n    x = (v == 1)\n  emit out { n: x.v }\n",
+            "8:17",
+            "`x` binds no events (it is a negation or an `until` condition)",
+        ),
+        (
+            "pattern p\n  from s\n  time ts\n  match a -> b+\n  define\n    a = (prev(b).v > 1)\n  emit out {}\n",
+            "6:10",
+            "`prev(b)` is only meaningful inside the condition of `b`",
+        ),
+        (
+            "pattern p\n  from s\n  time ts\n  within 0s\n  match a -> b\n  emit out {}\n",
+            "4:10",
+            "`within` must be longer than zero",
+        ),
+        (
+            "pattern p\n  from s\n  time ts\n  match a -> b{0}\n  emit out {}\n",
+            "4:15",
+            "a step repeated at most zero times matches nothing",
+        ),
+        (
+            "pattern p\n  from s\n  time ts\n  within 1s\n  match a -> !x+ -> b\n  define\n    x = (v == 1)\n  emit out {}\n",
+            "5:16",
+            "a negated step cannot have a quantifier",
+        ),
+        (
+            "pattern p\n  from s\n  time ts\n  within 1s\n  match a -> !x -> b\n  define\n    x = (v == 1)\n  emit out {}\n  skip to first x\n",
+            "9:17",
+            "`x` binds no events, so there is nothing to skip to",
+        ),
+        (
+            "pattern p\n  from s\n  time ts\n  match a\n  emit out {}\npattern q\n  from s\n  time at\n  match a\n  emit out {}\n",
+            "8:8",
+            "stream `s` already takes its time from `ts` (pattern `p`)",
+        ),
+        (
+            "pattern p\n  from s\n  time ts\n  match match -> b\n  emit out {}\n",
+            "4:9",
+            "expected a step, found `match`",
+        ),
+    ];
+    for (text, at, message) in cases {
+        one_error(text, at, message);
+    }
+}
