@@ -15,7 +15,7 @@
 
 mod common;
 
-use common::{exact_multiset_diff as difference, run_replay};
+use common::{exact_diff as difference, run_replay};
 use kairos::compile::{compile, CompileOptions, Program, Source};
 use kairos::io::replay::Input;
 use serde_json::Value as J;

@@ -583,3 +583,30 @@ fn an_event_built_with_too_few_slots_reads_nulls() {
     engine.process(&mut ev, &mut out);
     assert!(out.is_empty());
 }
+
+/// When time jumps past several windows at once (a late event, the end of the input), they close
+/// in time order across keys, not key by key.
+#[test]
+fn windows_of_different_keys_close_in_time_order() {
+    let text = "pattern p\n  from s\n  key k\n  time ts\n  within 10ms\n  match a -> b\n  define\n    a = (kind == \"a\")\n    b = (kind == \"b\")\n  emit out { a: a.id }\n  on timeout emit late { a: a.id }\n";
+    let events: &[&str] = &[
+        r#"{"id":1,"k":"A","kind":"a","ts":0}"#,
+        r#"{"id":2,"k":"B","kind":"a","ts":2}"#,
+        r#"{"id":3,"k":"A","kind":"a","ts":5}"#,
+        r#"{"id":4,"k":"C","kind":"x","ts":100}"#,
+        r#"{"id":5,"k":"A","kind":"a","ts":200}"#,
+        r#"{"id":6,"k":"B","kind":"a","ts":201}"#,
+        r#"{"id":7,"k":"A","kind":"a","ts":203}"#,
+    ];
+    let recs = run(text, &[("s", events)]);
+    let closes: Vec<(i64, i64)> = recs
+        .iter()
+        .map(|r| (r["ts"].as_i64().unwrap(), r["value"]["a"].as_i64().unwrap()))
+        .collect();
+    // The event at 100 closes the first three windows; the end of the input the last three.
+    assert_eq!(
+        closes,
+        vec![(10, 1), (12, 2), (15, 3), (210, 5), (211, 6), (213, 7)]
+    );
+    assert!(recs.iter().all(|r| r["sink"] == "late"));
+}

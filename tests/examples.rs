@@ -9,7 +9,7 @@
 
 mod common;
 
-use common::{exact_multiset_diff as difference, program, read_jsonl, run_replay};
+use common::{exact_diff as difference, program, read_jsonl, run_replay};
 use kairos::compile::load::load;
 use kairos::compile::CompileOptions;
 use kairos::io::replay::Input;
@@ -118,7 +118,7 @@ fn every_example_produces_exactly_its_expected_records() {
 }
 
 #[test]
-fn the_comparison_is_exact() {
+fn the_comparison_is_exact_and_in_order() {
     let rec = |ts: i64, v: J| serde_json::json!({"pattern": "p", "sink": "s", "key": null, "ts": ts, "value": v});
     let a = [
         rec(1, serde_json::json!({"x": 1})),
@@ -129,4 +129,13 @@ fn the_comparison_is_exact() {
     assert!(difference(&a[..1], &a).is_some());
     assert!(difference(&[a[0].clone(), rec(2, serde_json::json!({"x": 1}))], &a).is_some());
     assert!(difference(&[a[0].clone(), rec(1, serde_json::json!({"x": 1.0}))], &a).is_some());
+    // the same records in another order
+    let b = [
+        rec(1, serde_json::json!({"x": 1})),
+        rec(2, serde_json::json!({"x": 2})),
+    ];
+    let reversed = [b[1].clone(), b[0].clone()];
+    assert!(difference(&b, &b).is_none());
+    assert!(difference(&reversed, &b)
+        .is_some_and(|d| d.starts_with("the same records in another order; record 1")));
 }

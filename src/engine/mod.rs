@@ -628,8 +628,11 @@ fn fire_timers(
         if ks.scheduled == t {
             ks.scheduled = i64::MAX;
         }
-        if ks.next_close <= now {
-            advance_key(p, prog, ks, &key, now, scratch, stats, out);
+        // Only the windows that close at this timer's time: a later one goes back in the queue,
+        // so that windows of different keys close in time order even when time jumps past
+        // several (at the end of the input, say).
+        if ks.next_close <= t {
+            advance_key(p, prog, ks, &key, t, scratch, stats, out);
         }
         if !ks.runs.is_empty() {
             schedule(&mut st.timers, &mut st.timer_seq, ks, &key);

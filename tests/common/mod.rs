@@ -130,3 +130,21 @@ pub fn exact_multiset_diff(got: &[J], want: &[J]) -> Option<String> {
         unexpected.join("\n  ")
     ))
 }
+
+/// What differs between two lists of records, compared exactly and in order (the order in which
+/// they were emitted), or `None`.
+pub fn exact_diff(got: &[J], want: &[J]) -> Option<String> {
+    if let Some(d) = exact_multiset_diff(got, want) {
+        return Some(d);
+    }
+    let at = got
+        .iter()
+        .zip(want)
+        .position(|(g, w)| g.to_string() != w.to_string())?;
+    Some(format!(
+        "the same records in another order; record {} is\n  {}\nwhere\n  {}\nwas expected",
+        at + 1,
+        got[at],
+        want[at]
+    ))
+}
