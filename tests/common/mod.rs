@@ -137,10 +137,7 @@ pub fn exact_diff(got: &[J], want: &[J]) -> Option<String> {
     if let Some(d) = exact_multiset_diff(got, want) {
         return Some(d);
     }
-    let at = got
-        .iter()
-        .zip(want)
-        .position(|(g, w)| g.to_string() != w.to_string())?;
+    let at = got.iter().zip(want).position(|(g, w)| g != w)?;
     Some(format!(
         "the same records in another order; record {} is\n  {}\nwhere\n  {}\nwas expected",
         at + 1,
