@@ -6,7 +6,7 @@
 //! * ` ```jsonl input ` (one stream) or ` ```jsonl input STREAM ` holds events of the current
 //!   example, in time order; an example may have several, one per stream, in the order they are
 //!   given to the replay.
-//! * ` ```jsonl output ` holds the records the example must produce, exactly: the same multiset,
+//! * ` ```jsonl output ` holds the records the example must produce, exactly and in order,
 //!   timestamps included, numbers as written (`11.0` is not `11`). It closes the example.
 //! * ` ```cep error ` holds a pattern file that must not compile; the ` ```text ` block after it
 //!   holds exactly what `kairos check example.cep` prints for it.
@@ -19,7 +19,7 @@ use common::{exact_diff as difference, run_replay};
 use kairos::compile::{compile, CompileOptions, Program, Source};
 use kairos::io::replay::Input;
 use serde_json::Value as J;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 const DOC: &str = "docs/patterns.md";
 
@@ -311,4 +311,29 @@ fn the_examples_cover_every_construct() {
     ] {
         assert!(has(needle), "no worked example of {DOC} uses `{needle}`");
     }
+}
+
+/// The table example is shown as text (it needs a table file to run); `tests/tables.rs` runs the
+/// same files, which must be what the document shows.
+#[test]
+fn the_table_example_shows_the_files_that_are_run() {
+    let md =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/patterns.md"))
+            .unwrap();
+    let shown = |first_line: &str| -> String {
+        let start = md
+            .find(&format!("```text\n{first_line}\n"))
+            .unwrap_or_else(|| panic!("docs/patterns.md shows no block starting {first_line:?}"));
+        let body = &md[start + "```text\n".len()..];
+        body[..body.find("```").unwrap()].to_string()
+    };
+    let case = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tables/limit_breach");
+    let file = |name: &str| std::fs::read_to_string(case.join(name)).unwrap();
+    let pattern: String = file("pattern.cep")
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_eq!(shown("pattern limit_breach"), pattern);
+    assert_eq!(shown("id,segment,max_stake,vip"), file("customers.csv"));
 }

@@ -262,3 +262,48 @@ fn a_replaced_table_is_read_from_the_next_event_on() {
     assert_eq!(records.len(), 1, "over the new limit of 80");
     assert_eq!(records[0].fields[2].1.as_f64(), Some(80.0));
 }
+
+/// The complete example of the language's specification, as written there (with a `customers`
+/// table), over a stream where: u1 matches; u2 plays casino between its bets and its withdrawal;
+/// u3 matches with four bets (a fifth has odds too high) and is not in the table; u4 withdraws too
+/// little, then enough but 30 minutes after its deposit, which `within 30m` excludes.
+#[test]
+fn the_specifications_complete_example_runs_as_written() {
+    let case = Path::new("tests/tables/spec_bonus_abuse");
+    let dir = tempfile::tempdir().unwrap();
+    let tbl = dir.path().join("customers.tbl");
+    build(&BuildOptions::new(case.join("customers.csv"), "id", &tbl)).unwrap();
+    let t = SharedTable::open(&tbl, OpenOptions::default()).unwrap();
+    let text = std::fs::read_to_string(case.join("pattern.cep")).unwrap();
+    let prog = compile(
+        &[Source {
+            file: "pattern.cep",
+            text: &text,
+        }],
+        &options(&t),
+    )
+    .unwrap();
+    let opts = EngineOptions {
+        tables: vec![("customers".into(), t)],
+        ..EngineOptions::default()
+    };
+    let inputs = [
+        Input::parse(&format!(
+            "payments={}",
+            case.join("payments.jsonl").display()
+        )),
+        Input::parse(&format!("bets={}", case.join("bets.jsonl").display())),
+    ];
+    let mut out = Vec::new();
+    let summary = replay(Arc::new(prog), &inputs, opts, &mut out, &mut |l: &str| {
+        panic!("{l}")
+    })
+    .unwrap();
+    assert_eq!(summary.events, 24);
+    let got = common::records(&out);
+    let want = common::read_jsonl(&case.join("expected.jsonl"));
+    assert_eq!(want.len(), 2);
+    if let Some(d) = common::exact_diff(&got, &want) {
+        panic!("{d}");
+    }
+}
