@@ -4,8 +4,8 @@
 //! `STREAM.jsonl` per stream the pattern reads (the events, in time order) and `expected.jsonl`
 //! (the records the pattern must produce, in the envelope `kairos replay` prints). The records
 //! must be exactly the expected ones, in the order they are emitted: timestamps included, and
-//! numbers as written (`11.0` is not `11`). The whole `patterns/` directory must also compile together,
-//! as `kairos check patterns/` does.
+//! numbers as written (`11.0` is not `11`). The whole `patterns/` directory must also compile
+//! together, as `kairos check patterns/` does.
 
 mod common;
 
