@@ -1,18 +1,19 @@
 //! The engine against a naive reference evaluator (`tests/reference`): random sequence patterns
 //! (plain, optional and looping steps joined strictly, relaxed or any, an optional negation in
 //! the middle, an optional `within`; conditions on the event alone, and some that also read the
-//! step's running sum) over random small inputs, with `skip none`, must produce the same multiset
-//! of matches, timestamps included.
+//! step's running sum; `skip none`, `skip past last` or `skip to next`) over random small inputs
+//! must produce the same matches, timestamps included, in the same order: eager emission, its
+//! tie order and the skip strategies' pruning, checked against their definitions.
 
 mod common;
 mod reference;
 
-use common::{multiset_diff, program, read_jsonl};
+use common::{canon, multiset_diff, program, read_jsonl};
 use kairos::engine::EngineOptions;
 use kairos::io::replay::{replay, Input};
 use proptest::prelude::*;
 use proptest::test_runner::Config;
-use reference::{cond, iter_cond, Contig, Event, NegKind, Negation, Pattern, Step};
+use reference::{cond, iter_cond, Contig, Event, NegKind, Negation, Pattern, Skip, Step};
 use serde_json::Value as J;
 use std::io::Write;
 use std::path::Path;
@@ -150,6 +151,7 @@ struct Case {
     steps: Vec<GStep>,
     negation: Option<GNeg>,
     within: Option<i64>,
+    skip: Skip,
     events: Vec<Event>,
 }
 
@@ -241,11 +243,17 @@ fn case() -> impl Strategy<Value = Case> {
         }),
     );
     let within = proptest::option::weighted(0.4, 3..=15i64);
-    (steps, negation, within, events()).prop_map(|(steps, negation, within, events)| {
+    let skip = prop_oneof![
+        2 => Just(Skip::None),
+        1 => Just(Skip::PastLast),
+        1 => Just(Skip::ToNext),
+    ];
+    (steps, negation, within, skip, events()).prop_map(|(steps, negation, within, skip, events)| {
         normalize(Case {
             steps,
             negation,
             within,
+            skip,
             events,
         })
     })
@@ -333,7 +341,7 @@ fn pattern_text(c: &Case) -> String {
     for i in 0..c.steps.len() {
         t.push_str(&format!("        s{i}: collect(s{i}.id),\n"));
     }
-    t.push_str("    }\n    skip none\n");
+    t.push_str(&format!("    }}\n    skip {}\n", c.skip.text()));
     t
 }
 
@@ -415,8 +423,12 @@ fn run_engine(text: &str, events: &[Event]) -> Vec<J> {
 fn disagreement(c: &Case) -> Option<String> {
     let text = pattern_text(c);
     let got = run_engine(&text, &c.events);
-    let want = reference::records(&reference_pattern(c), &c.events);
-    multiset_diff(&got, &want).map(|d| {
+    let want = reference::records_with_skip(&reference_pattern(c), &c.events, c.skip);
+    let in_order = |r: &[J]| r.iter().map(canon).collect::<Vec<_>>();
+    let order = (in_order(&got) != in_order(&want))
+        .then(|| "the same matches, emitted in another order".to_string());
+    multiset_diff(&got, &want)
+        .or(order).map(|d| {
         format!(
             "engine and reference differ\n--- pattern\n{text}--- input\n{}--- (missing: the reference's only; unexpected: the engine's only)\n{d}",
             input_text(&c.events)
@@ -783,6 +795,7 @@ fn not_followed_by_event_that_completes_the_match_may_be_negated() {
         ],
         negation: neg(0, NegKind::NotFollow, B),
         within: None,
+        skip: Skip::None,
         events: evs("b b"),
     };
     assert_fixed(c, &[&[&[1], &[2]]]);
@@ -796,6 +809,7 @@ fn not_followed_by_event_that_completes_the_match_may_be_negated() {
         ],
         negation: neg(0, NegKind::NotFollow, B),
         within: None,
+        skip: Skip::None,
         events: evs("b b c c"),
     };
     assert_fixed(c, &[&[&[2], &[3], &[4]]]);
@@ -811,6 +825,7 @@ fn not_followed_by_after_a_loop_holds_from_its_first_iteration() {
         ],
         negation: neg(0, NegKind::NotFollow, B),
         within: None,
+        skip: Skip::None,
         events: evs("a b a c"),
     };
     assert_fixed(c, &[&[&[3], &[4]]]);
@@ -828,6 +843,7 @@ fn not_followed_by_and_the_optional_iterations_of_a_bounded_repetition() {
         ],
         negation: neg(0, NegKind::NotFollow, B),
         within: None,
+        skip: Skip::None,
         events: evs("a d b a c"),
     };
     assert_fixed(c, &[&[&[1, 4], &[5]], &[&[4], &[5]]]);
@@ -841,6 +857,7 @@ fn not_followed_by_and_the_optional_iterations_of_a_bounded_repetition() {
         ],
         negation: neg(0, NegKind::NotFollow, B),
         within: None,
+        skip: Skip::None,
         events: evs("a c d b c"),
     };
     assert_fixed(c, &[&[&[1], &[2]]]);
@@ -852,6 +869,7 @@ fn not_followed_by_and_the_optional_iterations_of_a_bounded_repetition() {
         ],
         negation: neg(0, NegKind::NotFollow, B),
         within: None,
+        skip: Skip::None,
         events: evs("a c d b c"),
     };
     assert_fixed(c, &[&[&[1], &[2]], &[&[1], &[2, 5]]]);
@@ -868,6 +886,7 @@ fn not_next_after_a_loop_holds_after_every_iteration_it_could_leave_from() {
         ],
         negation: neg(0, NegKind::NotNext, B),
         within: None,
+        skip: Skip::None,
         events: evs("a b a d c"),
     };
     assert_fixed(c, &[&[&[3], &[5]]]);
@@ -880,6 +899,7 @@ fn not_next_after_a_loop_holds_after_every_iteration_it_could_leave_from() {
         ],
         negation: neg(0, NegKind::NotNext, B),
         within: None,
+        skip: Skip::None,
         events: evs("a b a d c"),
     };
     assert_fixed(c, &[&[&[1, 3], &[5]]]);

@@ -329,10 +329,77 @@ pub fn matches(p: &Pattern, evs: &[Event]) -> Vec<Vec<Vec<usize>>> {
     s.out
 }
 
+/// After-match skip strategies, as the language defines them with eager emission.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Skip {
+    None,
+    PastLast,
+    ToNext,
+}
+
+impl Skip {
+    pub fn text(self) -> &'static str {
+        match self {
+            Skip::None => "none",
+            Skip::PastLast => "past last",
+            Skip::ToNext => "to next",
+        }
+    }
+}
+
+/// The matches that eager emission emits under `skip`, in emission order: every match of
+/// [`matches`], taken in the order they complete (their last event), those that complete on the
+/// same event in the tie order (their events' positions compared one by one, then the steps they
+/// are bound to), and dropped where an earlier emitted match's strategy drops them. A strategy
+/// drops the partial matches open when its match is emitted; a match that starts at or before
+/// that match's last event was open then (or completes with it, later in the tie order), so the
+/// rule can be read on complete matches:
+///
+/// * `past last`: a match that starts at or before the emitted match's last event;
+/// * `to next`: a match that starts with the same event.
+pub fn emitted(p: &Pattern, evs: &[Event], skip: Skip) -> Vec<Vec<Vec<usize>>> {
+    // (last event, events in time order, the step of each of them, the match)
+    let mut all: Vec<(usize, Vec<usize>, Vec<usize>, Vec<Vec<usize>>)> = matches(p, evs)
+        .into_iter()
+        .map(|m| {
+            let mut at: Vec<(usize, usize)> = m
+                .iter()
+                .enumerate()
+                .flat_map(|(s, bound)| bound.iter().map(move |&e| (e, s)))
+                .collect();
+            at.sort();
+            let events: Vec<usize> = at.iter().map(|x| x.0).collect();
+            let steps: Vec<usize> = at.iter().map(|x| x.1).collect();
+            (*events.last().expect("non-empty match"), events, steps, m)
+        })
+        .collect();
+    all.sort_by(|a, b| (a.0, &a.1, &a.2).cmp(&(b.0, &b.1, &b.2)));
+    let mut out: Vec<(usize, usize)> = Vec::new(); // (first, last) of each emitted match
+    let mut kept = Vec::new();
+    for (last, events, _, m) in all {
+        let first = events[0];
+        let dropped = out.iter().any(|&(f, l)| match skip {
+            Skip::None => false,
+            Skip::PastLast => first <= l,
+            Skip::ToNext => first == f,
+        });
+        if !dropped {
+            out.push((first, last));
+            kept.push(m);
+        }
+    }
+    kept
+}
+
 /// The records `kairos replay` prints for the matches of a pattern whose emit clause is
-/// `emit out { STEP: collect(STEP.id), ... }` over every step, without `key`.
+/// `emit out { STEP: collect(STEP.id), ... }` over every step, without `key`, with `skip none`.
 pub fn records(p: &Pattern, evs: &[Event]) -> Vec<J> {
-    matches(p, evs)
+    records_with_skip(p, evs, Skip::None)
+}
+
+/// [`records`] under the skip strategy `skip`, in emission order.
+pub fn records_with_skip(p: &Pattern, evs: &[Event], skip: Skip) -> Vec<J> {
+    emitted(p, evs, skip)
         .into_iter()
         .map(|m| {
             let last = m.iter().flatten().copied().max().expect("non-empty match");
