@@ -358,34 +358,42 @@ impl Skip {
 /// * `past last`: a match that starts at or before the emitted match's last event;
 /// * `to next`: a match that starts with the same event.
 pub fn emitted(p: &Pattern, evs: &[Event], skip: Skip) -> Vec<Vec<Vec<usize>>> {
-    // (last event, events in time order, the step of each of them, the match)
-    let mut all: Vec<(usize, Vec<usize>, Vec<usize>, Vec<Vec<usize>>)> = matches(p, evs)
+    /// A match with what orders it: its events in time order and the step of each.
+    struct Completed {
+        events: Vec<usize>,
+        steps: Vec<usize>,
+        binding: Vec<Vec<usize>>,
+    }
+    let mut all: Vec<Completed> = matches(p, evs)
         .into_iter()
-        .map(|m| {
-            let mut at: Vec<(usize, usize)> = m
+        .map(|binding| {
+            let mut at: Vec<(usize, usize)> = binding
                 .iter()
                 .enumerate()
                 .flat_map(|(s, bound)| bound.iter().map(move |&e| (e, s)))
                 .collect();
             at.sort();
-            let events: Vec<usize> = at.iter().map(|x| x.0).collect();
-            let steps: Vec<usize> = at.iter().map(|x| x.1).collect();
-            (*events.last().expect("non-empty match"), events, steps, m)
+            Completed {
+                events: at.iter().map(|x| x.0).collect(),
+                steps: at.iter().map(|x| x.1).collect(),
+                binding,
+            }
         })
         .collect();
-    all.sort_by(|a, b| (a.0, &a.1, &a.2).cmp(&(b.0, &b.1, &b.2)));
+    let last = |c: &Completed| *c.events.last().expect("non-empty match");
+    all.sort_by(|a, b| (last(a), &a.events, &a.steps).cmp(&(last(b), &b.events, &b.steps)));
     let mut out: Vec<(usize, usize)> = Vec::new(); // (first, last) of each emitted match
     let mut kept = Vec::new();
-    for (last, events, _, m) in all {
-        let first = events[0];
+    for c in all {
+        let first = c.events[0];
         let dropped = out.iter().any(|&(f, l)| match skip {
             Skip::None => false,
             Skip::PastLast => first <= l,
             Skip::ToNext => first == f,
         });
         if !dropped {
-            out.push((first, last));
-            kept.push(m);
+            out.push((first, last(&c)));
+            kept.push(c.binding);
         }
     }
     kept
