@@ -1,9 +1,9 @@
 //! The engine against a naive reference evaluator (`tests/reference`): random sequence patterns
 //! (plain, optional and looping steps joined strictly, relaxed or any, an optional negation in
 //! the middle, an optional `within`; conditions on the event alone, and some that also read the
-//! step's running sum; `skip none`, `skip past last` or `skip to next`) over random small inputs
-//! must produce the same matches, timestamps included, in the same order: eager emission, its
-//! tie order and the skip strategies' pruning, checked against their definitions.
+//! step's running sum; every skip strategy) over random small inputs must produce the same
+//! matches, timestamps included, in the same order: eager emission, its tie order and the skip
+//! strategies' pruning, checked against their definitions.
 
 mod common;
 mod reference;
@@ -243,10 +243,13 @@ fn case() -> impl Strategy<Value = Case> {
         }),
     );
     let within = proptest::option::weighted(0.4, 3..=15i64);
+    // The step of `to first` / `to last` is taken modulo the number of steps.
     let skip = prop_oneof![
-        2 => Just(Skip::None),
-        1 => Just(Skip::PastLast),
+        3 => Just(Skip::None),
+        2 => Just(Skip::PastLast),
         1 => Just(Skip::ToNext),
+        1 => (0..4usize).prop_map(Skip::ToFirst),
+        1 => (0..4usize).prop_map(Skip::ToLast),
     ];
     (steps, negation, within, skip, events()).prop_map(|(steps, negation, within, skip, events)| {
         normalize(Case {
@@ -288,6 +291,11 @@ fn normalize(mut c: Case) -> Case {
             c.steps[i].quant = Quant::One;
         }
     }
+    c.skip = match c.skip {
+        Skip::ToFirst(s) => Skip::ToFirst(s % n),
+        Skip::ToLast(s) => Skip::ToLast(s % n),
+        other => other,
+    };
     if c.steps.iter().all(|s| s.quant == Quant::Opt) {
         c.steps[n - 1].quant = Quant::One;
     }
@@ -341,7 +349,10 @@ fn pattern_text(c: &Case) -> String {
     for i in 0..c.steps.len() {
         t.push_str(&format!("        s{i}: collect(s{i}.id),\n"));
     }
-    t.push_str(&format!("    }}\n    skip {}\n", c.skip.text()));
+    t.push_str(&format!(
+        "    }}\n    skip {}\n",
+        c.skip.text(|s| format!("s{s}"))
+    ));
     t
 }
 

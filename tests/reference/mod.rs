@@ -335,14 +335,21 @@ pub enum Skip {
     None,
     PastLast,
     ToNext,
+    /// `to first` the step with this index.
+    ToFirst(usize),
+    /// `to last` the step with this index.
+    ToLast(usize),
 }
 
 impl Skip {
-    pub fn text(self) -> &'static str {
+    /// The clause's text, for a pattern whose steps are named by `step`.
+    pub fn text(self, step: impl Fn(usize) -> String) -> String {
         match self {
-            Skip::None => "none",
-            Skip::PastLast => "past last",
-            Skip::ToNext => "to next",
+            Skip::None => "none".into(),
+            Skip::PastLast => "past last".into(),
+            Skip::ToNext => "to next".into(),
+            Skip::ToFirst(s) => format!("to first {}", step(s)),
+            Skip::ToLast(s) => format!("to last {}", step(s)),
         }
     }
 }
@@ -356,7 +363,9 @@ impl Skip {
 /// rule can be read on complete matches:
 ///
 /// * `past last`: a match that starts at or before the emitted match's last event;
-/// * `to next`: a match that starts with the same event.
+/// * `to next`: a match that starts with the same event;
+/// * `to first b` / `to last b`: a match that starts before the first / last event the emitted
+///   match bound to `b`; nothing where it bound none.
 pub fn emitted(p: &Pattern, evs: &[Event], skip: Skip) -> Vec<Vec<Vec<usize>>> {
     /// A match with what orders it: its events in time order and the step of each.
     struct Completed {
@@ -382,21 +391,21 @@ pub fn emitted(p: &Pattern, evs: &[Event], skip: Skip) -> Vec<Vec<Vec<usize>>> {
         .collect();
     let last = |c: &Completed| *c.events.last().expect("non-empty match");
     all.sort_by(|a, b| (last(a), &a.events, &a.steps).cmp(&(last(b), &b.events, &b.steps)));
-    let mut out: Vec<(usize, usize)> = Vec::new(); // (first, last) of each emitted match
-    let mut kept = Vec::new();
+    let mut kept: Vec<Completed> = Vec::new();
     for c in all {
         let first = c.events[0];
-        let dropped = out.iter().any(|&(f, l)| match skip {
+        let dropped = kept.iter().any(|e| match skip {
             Skip::None => false,
-            Skip::PastLast => first <= l,
-            Skip::ToNext => first == f,
+            Skip::PastLast => first <= last(e),
+            Skip::ToNext => first == e.events[0],
+            Skip::ToFirst(s) => e.binding[s].first().is_some_and(|&b| first < b),
+            Skip::ToLast(s) => e.binding[s].last().is_some_and(|&b| first < b),
         });
         if !dropped {
-            out.push((first, last(&c)));
-            kept.push(c.binding);
+            kept.push(c);
         }
     }
-    kept
+    kept.into_iter().map(|c| c.binding).collect()
 }
 
 /// The records `kairos replay` prints for the matches of a pattern whose emit clause is
