@@ -452,6 +452,17 @@ fn clause_name_and_window_checks() {
             "4:9",
             "expected a step, found `match`",
         ),
+        // An aggregate over a name that is not a step says so, as the name alone would.
+        (
+            "pattern p\n  from s\n  time ts\n  match a -> b\n  define\n    c = (v == 1)\n  emit out { x: collect(c.id) }\n",
+            "7:25",
+            "unknown step `c`",
+        ),
+        (
+            "pattern p\n  from s\n  time ts\n  within 1s\n  match a -> !x -> b\n  define\n    x = (v == 1)\n  emit out { n: sum(x.v) }\n",
+            "8:21",
+            "`x` binds no events",
+        ),
     ];
     for (text, at, message) in cases {
         one_error(text, at, message);

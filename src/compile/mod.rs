@@ -982,10 +982,23 @@ impl<'a, 'p> PatternCx<'a, 'p> {
                 None
             }
             None => {
-                self.error(span, format!("unknown step `{name}`"));
+                let hint = self.steps_hint();
+                self.error_hint(span, format!("unknown step `{name}`"), hint);
                 None
             }
         }
+    }
+
+    /// "the steps of this pattern are: a, b", for an error that names no step.
+    fn steps_hint(&self) -> String {
+        let steps: Vec<&str> = self
+            .names
+            .iter()
+            .zip(&self.roles)
+            .filter(|(_, r)| **r == NameRole::Step)
+            .map(|(n, _)| n.as_str())
+            .collect();
+        format!("the steps of this pattern are: {}", steps.join(", "))
     }
 
     /// `a.b.c` as a list of names, if the expression is a plain dotted path.
@@ -1202,18 +1215,8 @@ impl<'a, 'p> PatternCx<'a, 'p> {
             _ => {}
         }
         if sc.emit && !rest.is_empty() {
-            let steps: Vec<&str> = self
-                .names
-                .iter()
-                .zip(&self.roles)
-                .filter(|(_, r)| **r == NameRole::Step)
-                .map(|(n, _)| n.as_str())
-                .collect();
-            self.error_hint(
-                hspan,
-                format!("unknown step `{head}`"),
-                format!("the steps of this pattern are: {}", steps.join(", ")),
-            );
+            let hint = self.steps_hint();
+            self.error_hint(hspan, format!("unknown step `{head}`"), hint);
             return (CExpr::Const(Default::default()), Ty::Any);
         }
         if sc.emit {
@@ -1424,6 +1427,12 @@ impl<'a, 'p> PatternCx<'a, 'p> {
                     return bad;
                 }
                 let Some(step) = self.single_step_in(&args[0]) else {
+                    // `collect(c.id)` where `c` is not a step: the same error as `c.id` alone.
+                    if let Some(path) = Self::path_of(&args[0]).filter(|p| p.len() > 1) {
+                        if self.step_ref(&path[0].0, path[0].1).is_none() {
+                            return bad;
+                        }
+                    }
                     self.error_hint(
                         args[0].span,
                         format!("`{name}` aggregates a step's field"),
