@@ -1,9 +1,9 @@
 //! The engine against a naive reference evaluator (`tests/reference`): random sequence patterns
-//! (plain, optional and looping steps joined strictly, relaxed or any, an optional negation in
-//! the middle, an optional `within`; conditions on the event alone, and some that also read the
-//! step's running sum; every skip strategy) over random small inputs must produce the same
-//! matches, timestamps included, in the same order: eager emission, its tie order and the skip
-//! strategies' pruning, checked against their definitions.
+//! (plain, optional and looping steps and alternations, joined strictly, relaxed or any, an
+//! optional negation in the middle, an optional `within`; conditions on the event alone, and
+//! some that also read the step's running sum; every skip strategy) over random small inputs
+//! must produce the same matches, timestamps included, in the same order: eager emission, its
+//! tie order and the skip strategies' pruning, checked against their definitions.
 
 mod common;
 mod reference;
@@ -136,6 +136,9 @@ struct GStep {
     /// (its step's iterations, the candidate included), which the engine cannot settle from the
     /// event alone.
     sum_below: Option<i64>,
+    /// `(sI | tI)`: an alternation, `tI` with this condition; an event binds to `sI` where both
+    /// hold. Never with `sum_below`.
+    alt: Option<GCond>,
 }
 
 #[derive(Clone, Debug)]
@@ -221,12 +224,14 @@ fn case() -> impl Strategy<Value = Case> {
             gcond(),
             quant(),
             proptest::option::weighted(0.25, 5..=40i64),
+            proptest::option::weighted(0.2, gcond()),
         )
-            .prop_map(|(op, cond, quant, sum_below)| GStep {
+            .prop_map(|(op, cond, quant, sum_below, alt)| GStep {
                 op,
                 cond,
                 quant,
-                sum_below,
+                sum_below: if alt.is_some() { None } else { sum_below },
+                alt,
             }),
         2..=4,
     );
@@ -326,7 +331,10 @@ fn pattern_text(c: &Case) -> String {
             }
             seq.push_str(op_text(s.op));
         }
-        seq.push_str(&format!("s{i}{}", s.quant.render()));
+        match s.alt {
+            None => seq.push_str(&format!("s{i}{}", s.quant.render())),
+            Some(_) => seq.push_str(&format!("(s{i} | t{i}){}", s.quant.render())),
+        }
     }
     let mut t = String::from("pattern p\n    from events\n    time ts\n");
     if let Some(w) = c.within {
@@ -342,12 +350,20 @@ fn pattern_text(c: &Case) -> String {
             )),
         }
     }
+    for (i, s) in c.steps.iter().enumerate() {
+        if let Some(alt) = &s.alt {
+            t.push_str(&format!("        t{i} = ({})\n", alt.render()));
+        }
+    }
     if let Some(neg) = &c.negation {
         t.push_str(&format!("        neg = ({})\n", neg.cond.render()));
     }
     t.push_str("    emit out {\n");
-    for i in 0..c.steps.len() {
+    for (i, s) in c.steps.iter().enumerate() {
         t.push_str(&format!("        s{i}: collect(s{i}.id),\n"));
+        if s.alt.is_some() {
+            t.push_str(&format!("        t{i}: collect(t{i}.id),\n"));
+        }
     }
     t.push_str(&format!(
         "    }}\n    skip {}\n",
@@ -364,9 +380,10 @@ fn reference_pattern(c: &Case) -> Pattern {
         .map(|(i, s)| {
             let (min, max) = s.quant.bounds();
             let g = s.cond.clone();
-            let c = match s.sum_below {
-                None => cond(move |e| g.eval(e)),
-                Some(n) => iter_cond(move |e, iters| {
+            let c = match (s.sum_below, s.alt.clone()) {
+                (_, Some(alt)) => cond(move |e| g.eval(e) || alt.eval(e)),
+                (None, None) => cond(move |e| g.eval(e)),
+                (Some(n), None) => iter_cond(move |e, iters| {
                     g.eval(e) && iters.iter().map(|x| x.price).sum::<i64>() < n
                 }),
             };
@@ -387,6 +404,46 @@ fn reference_pattern(c: &Case) -> Pattern {
         negation,
         within: c.within,
     }
+}
+
+/// The records of the reference's matches under the case's skip strategy, in emission order,
+/// with an alternation's events split between its two names (the first that holds).
+fn reference_records(c: &Case) -> Vec<J> {
+    let evs = &c.events;
+    // `to first sI` names `sI`, not the alternative `tI` beside it.
+    let named = |s: usize, e: usize| c.steps[s].alt.is_none() || c.steps[s].cond.eval(&evs[e]);
+    reference::emitted_naming(&reference_pattern(c), evs, c.skip, named)
+        .into_iter()
+        .map(|m| {
+            let last = m.iter().flatten().copied().max().expect("non-empty match");
+            let mut value = serde_json::Map::new();
+            for (i, (s, bound)) in c.steps.iter().zip(&m).enumerate() {
+                let ids = |pick: &dyn Fn(&Event) -> bool| -> J {
+                    serde_json::json!(bound
+                        .iter()
+                        .filter(|&&e| pick(&evs[e]))
+                        .map(|&e| evs[e].id)
+                        .collect::<Vec<i64>>())
+                };
+                match &s.alt {
+                    None => {
+                        value.insert(format!("s{i}"), ids(&|_| true));
+                    }
+                    Some(_) => {
+                        value.insert(format!("s{i}"), ids(&|e| s.cond.eval(e)));
+                        value.insert(format!("t{i}"), ids(&|e| !s.cond.eval(e)));
+                    }
+                }
+            }
+            serde_json::json!({
+                "pattern": "p",
+                "sink": "out",
+                "key": null,
+                "ts": evs[last].ts,
+                "value": J::Object(value),
+            })
+        })
+        .collect()
 }
 
 fn input_text(events: &[Event]) -> String {
@@ -434,7 +491,7 @@ fn run_engine(text: &str, events: &[Event]) -> Vec<J> {
 fn disagreement(c: &Case) -> Option<String> {
     let text = pattern_text(c);
     let got = run_engine(&text, &c.events);
-    let want = reference::records_with_skip(&reference_pattern(c), &c.events, c.skip);
+    let want = reference_records(c);
     let in_order = |r: &[J]| r.iter().map(canon).collect::<Vec<_>>();
     let order = (in_order(&got) != in_order(&want))
         .then(|| "the same matches, emitted in another order".to_string());
@@ -745,6 +802,7 @@ fn gstep(op: Contig, quant: Quant, cond: GCond) -> GStep {
         cond,
         quant,
         sum_below: None,
+        alt: None,
     }
 }
 

@@ -367,6 +367,17 @@ impl Skip {
 /// * `to first b` / `to last b`: a match that starts before the first / last event the emitted
 ///   match bound to `b`; nothing where it bound none.
 pub fn emitted(p: &Pattern, evs: &[Event], skip: Skip) -> Vec<Vec<Vec<usize>>> {
+    emitted_naming(p, evs, skip, |_, _| true)
+}
+
+/// [`emitted`], where the name `to first` / `to last` refers to is bound only to the events `e`
+/// of step `s` for which `named(s, e)` holds (one alternative of an alternation).
+pub fn emitted_naming(
+    p: &Pattern,
+    evs: &[Event],
+    skip: Skip,
+    named: impl Fn(usize, usize) -> bool,
+) -> Vec<Vec<Vec<usize>>> {
     /// A match with what orders it: its events in time order and the step of each.
     struct Completed {
         events: Vec<usize>,
@@ -398,8 +409,15 @@ pub fn emitted(p: &Pattern, evs: &[Event], skip: Skip) -> Vec<Vec<Vec<usize>>> {
             Skip::None => false,
             Skip::PastLast => first <= last(e),
             Skip::ToNext => first == e.events[0],
-            Skip::ToFirst(s) => e.binding[s].first().is_some_and(|&b| first < b),
-            Skip::ToLast(s) => e.binding[s].last().is_some_and(|&b| first < b),
+            Skip::ToFirst(s) => e.binding[s]
+                .iter()
+                .find(|&&b| named(s, b))
+                .is_some_and(|&b| first < b),
+            Skip::ToLast(s) => e.binding[s]
+                .iter()
+                .rev()
+                .find(|&&b| named(s, b))
+                .is_some_and(|&b| first < b),
         });
         if !dropped {
             kept.push(c);
