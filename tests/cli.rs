@@ -145,7 +145,7 @@ fn replay_writes_to_stdout_and_quiet_drops_the_summary() {
 }
 
 #[test]
-fn replay_in_milliseconds_reads_the_same_times_a_million_times_larger() {
+fn replay_reads_times_in_milliseconds_by_default() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("good.cep"), GOOD).unwrap();
     let ms = r#"{"k":"x","kind":"a","id":1,"v":1,"at":1000}
