@@ -55,16 +55,18 @@ fn check_prints_what_each_pattern_compiled_to() {
 #[test]
 fn check_reports_every_error_with_its_place_and_fails() {
     let dir = tempfile::tempdir().unwrap();
-    let bad = "pattern p\n  from s\n  time at\n  match a -> (c? -> d) -> b\n  emit out { n: count(zz) }\n";
+    let bad = "pattern p\n  from s\n  time at\n  match a -> b+ c?\n  emit out { n: count(zz) }\n";
     std::fs::write(dir.path().join("bad.cep"), bad).unwrap();
     let out = kairos(dir.path(), &["check", "bad.cep"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(out.stdout.is_empty(), "{}", text(&out.stdout));
     let stderr = text(&out.stderr);
-    let expected_first = "bad.cep:4:16: error: a group cannot start with an optional step
+    let expected_first =
+        "bad.cep:4:17: error: a greedy loop cannot be directly followed by an optional step
   |
-4 |   match a -> (c? -> d) -> b
-  |                ^
+4 |   match a -> b+ c?
+  |                 ^^
+  = hint: make the loop reluctant: `b+? c?`
 ";
     assert!(stderr.starts_with(expected_first), "{stderr}");
     assert!(

@@ -326,41 +326,6 @@ fn an_automaton_too_large_is_an_error() {
         .any(|e| e.starts_with("3:9") && e.contains("automaton states")));
 }
 
-/// Flink CEP would silently require a group's optional first step; Kairos says so instead.
-#[test]
-fn a_group_cannot_start_with_an_optional_step() {
-    for (sequence, at) in [
-        ("a -> (c? -> d) -> b", "4:16"),
-        ("a -> (c?) -> b", "4:16"),
-        ("(c* d) -> b", "4:11"),
-        ("a -> (c{0,2} -> d){2}", "4:16"),
-        ("a -> ((c -> d)? -> e)", "4:23"),
-        ("a -> (x -> (c? -> d)) -> b", "4:22"),
-    ] {
-        one_error(
-            &pat(&format!("  match {sequence}\n  emit out {{}}\n")),
-            at,
-            "a group cannot start with an optional step",
-        );
-    }
-    // An optional step later in a group, and an optional group, are fine.
-    for sequence in [
-        "a -> (c -> d? -> e) -> b",
-        "a -> (c -> d)? -> b",
-        "(c -> d)* -> b",
-    ] {
-        let text = pat(&format!("  match {sequence}\n  emit out {{}}\n"));
-        let compiled = compile(
-            &[Source {
-                file: "t.cep",
-                text: &text,
-            }],
-            &CompileOptions::default(),
-        );
-        assert!(compiled.is_ok(), "{sequence}: {:?}", compiled.err());
-    }
-}
-
 #[test]
 fn a_repeated_group_of_optional_steps_is_an_error() {
     let text = "pattern p\n  from s\n  match a -> (b? c*)+ -> d\n  emit o {}\n";

@@ -610,3 +610,58 @@ fn windows_of_different_keys_close_in_time_order() {
     );
     assert!(recs.iter().all(|r| r["sink"] == "late"));
 }
+
+/// An optional step may start a group, and its optional iterations stay optional there: Flink
+/// CEP's own cases for this (`GroupITCase`: `a (b? c) d` on a c d, `a -> (b c)? d` on a d d),
+/// and a bounded repetition at the head of a group.
+#[test]
+fn a_group_may_start_with_an_optional_step() {
+    // Each name of the sequence matches the events of that name.
+    let pattern = |sequence: &str| {
+        let names: Vec<&str> = ["a", "b", "c", "d"]
+            .into_iter()
+            .filter(|n| sequence.contains(n))
+            .collect();
+        let define: String = names
+            .iter()
+            .map(|n| format!("    {n} = (n == \"{n}\")\n"))
+            .collect();
+        let emit: Vec<String> = names
+            .iter()
+            .map(|n| format!("{n}: collect({n}.id)"))
+            .collect();
+        format!(
+            "pattern p\n  from s\n  time ts\n  match {sequence}\n  define\n{define}  emit out {{ {} }}\n  skip none\n",
+            emit.join(", ")
+        )
+    };
+    let events = |names: &str| -> Vec<String> {
+        names
+            .split(' ')
+            .enumerate()
+            .map(|(i, n)| format!(r#"{{"id":{},"n":"{n}","ts":{}}}"#, i + 1, (i + 1) * 1000))
+            .collect()
+    };
+    let matches = |sequence: &str, names: &str| -> Vec<serde_json::Value> {
+        let lines = events(names);
+        let lines: Vec<&str> = lines.iter().map(|l| l.as_str()).collect();
+        values(&run(&pattern(sequence), &[("s", &lines)]))
+    };
+    assert_eq!(
+        matches("a (b? c) d", "a c d"),
+        vec![json!({"a":[1],"b":[],"c":[2],"d":[3]})]
+    );
+    assert_eq!(
+        matches("a -> (b c)? d", "a d d"),
+        vec![json!({"a":[1],"b":[],"c":[],"d":[2]})]
+    );
+    assert_eq!(
+        matches("a -> (c? -> d) -> b", "a d b"),
+        vec![json!({"a":[1],"b":[3],"c":[],"d":[2]})]
+    );
+    // One iteration of a `{1,2}` at the head of a group is enough.
+    assert_eq!(
+        matches("(a{1,2}? b)", "a b"),
+        vec![json!({"a":[1],"b":[2]})]
+    );
+}

@@ -155,6 +155,8 @@ struct Case {
     negation: Option<GNeg>,
     within: Option<i64>,
     skip: Skip,
+    /// Steps `i..=j` written as a group, `(si ... sj)`, which means what they mean inline.
+    group: Option<(usize, usize)>,
     events: Vec<Event>,
 }
 
@@ -256,15 +258,19 @@ fn case() -> impl Strategy<Value = Case> {
         1 => (0..4usize).prop_map(Skip::ToFirst),
         1 => (0..4usize).prop_map(Skip::ToLast),
     ];
-    (steps, negation, within, skip, events()).prop_map(|(steps, negation, within, skip, events)| {
-        normalize(Case {
-            steps,
-            negation,
-            within,
-            skip,
-            events,
-        })
-    })
+    let group = proptest::option::weighted(0.3, (0..4usize, 1..4usize));
+    (steps, negation, within, skip, group, events()).prop_map(
+        |(steps, negation, within, skip, group, events)| {
+            normalize(Case {
+                steps,
+                negation,
+                within,
+                skip,
+                group,
+                events,
+            })
+        },
+    )
 }
 
 /// Bends a raw draw into the subset where the reference's rules are the engine's (and Flink's).
@@ -296,6 +302,18 @@ fn normalize(mut c: Case) -> Case {
             c.steps[i].quant = Quant::One;
         }
     }
+    // A group of two steps or more. Not next to or around the negation: the construction
+    // (Flink's) carries a negation's STOP edges along the elements of one sequence, not into a
+    // group, so there a group does not mean what its steps mean inline.
+    c.group = c
+        .group
+        .map(|(i, len)| (i % (n - 1), len))
+        .map(|(i, len)| (i, (i + len).min(n - 1)))
+        .filter(|&(i, j)| {
+            c.negation
+                .as_ref()
+                .is_none_or(|neg| neg.after + 1 < i || neg.after > j)
+        });
     c.skip = match c.skip {
         Skip::ToFirst(s) => Skip::ToFirst(s % n),
         Skip::ToLast(s) => Skip::ToLast(s % n),
@@ -331,9 +349,15 @@ fn pattern_text(c: &Case) -> String {
             }
             seq.push_str(op_text(s.op));
         }
+        if c.group.is_some_and(|(g, _)| g == i) {
+            seq.push('(');
+        }
         match s.alt {
             None => seq.push_str(&format!("s{i}{}", s.quant.render())),
             Some(_) => seq.push_str(&format!("(s{i} | t{i}){}", s.quant.render())),
+        }
+        if c.group.is_some_and(|(_, g)| g == i) {
+            seq.push(')');
         }
     }
     let mut t = String::from("pattern p\n    from events\n    time ts\n");
@@ -865,6 +889,7 @@ fn not_followed_by_event_that_completes_the_match_may_be_negated() {
         negation: neg(0, NegKind::NotFollow, B),
         within: None,
         skip: Skip::None,
+        group: None,
         events: evs("b b"),
     };
     assert_fixed(c, &[&[&[1], &[2]]]);
@@ -879,6 +904,7 @@ fn not_followed_by_event_that_completes_the_match_may_be_negated() {
         negation: neg(0, NegKind::NotFollow, B),
         within: None,
         skip: Skip::None,
+        group: None,
         events: evs("b b c c"),
     };
     assert_fixed(c, &[&[&[2], &[3], &[4]]]);
@@ -895,6 +921,7 @@ fn not_followed_by_after_a_loop_holds_from_its_first_iteration() {
         negation: neg(0, NegKind::NotFollow, B),
         within: None,
         skip: Skip::None,
+        group: None,
         events: evs("a b a c"),
     };
     assert_fixed(c, &[&[&[3], &[4]]]);
@@ -913,6 +940,7 @@ fn not_followed_by_and_the_optional_iterations_of_a_bounded_repetition() {
         negation: neg(0, NegKind::NotFollow, B),
         within: None,
         skip: Skip::None,
+        group: None,
         events: evs("a d b a c"),
     };
     assert_fixed(c, &[&[&[1, 4], &[5]], &[&[4], &[5]]]);
@@ -927,6 +955,7 @@ fn not_followed_by_and_the_optional_iterations_of_a_bounded_repetition() {
         negation: neg(0, NegKind::NotFollow, B),
         within: None,
         skip: Skip::None,
+        group: None,
         events: evs("a c d b c"),
     };
     assert_fixed(c, &[&[&[1], &[2]]]);
@@ -939,6 +968,7 @@ fn not_followed_by_and_the_optional_iterations_of_a_bounded_repetition() {
         negation: neg(0, NegKind::NotFollow, B),
         within: None,
         skip: Skip::None,
+        group: None,
         events: evs("a c d b c"),
     };
     assert_fixed(c, &[&[&[1], &[2]], &[&[1], &[2, 5]]]);
@@ -956,6 +986,7 @@ fn not_next_after_a_loop_holds_after_every_iteration_it_could_leave_from() {
         negation: neg(0, NegKind::NotNext, B),
         within: None,
         skip: Skip::None,
+        group: None,
         events: evs("a b a d c"),
     };
     assert_fixed(c, &[&[&[3], &[5]]]);
@@ -969,6 +1000,7 @@ fn not_next_after_a_loop_holds_after_every_iteration_it_could_leave_from() {
         negation: neg(0, NegKind::NotNext, B),
         within: None,
         skip: Skip::None,
+        group: None,
         events: evs("a b a d c"),
     };
     assert_fixed(c, &[&[&[1, 3], &[5]]]);

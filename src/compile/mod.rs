@@ -847,17 +847,6 @@ impl<'a, 'p> PatternCx<'a, 'p> {
                 }
             };
             let repeats = looping || times.0 != times.1;
-            // Flink CEP takes the optionality of a group's first step from the group (its
-            // compiler gives that step no way past it), so `(c? -> d)` would silently need a c.
-            // Rejected rather than followed, like the shapes below.
-            if in_group && i == 0 && optional {
-                self.error_hint(
-                    e.quant.map_or(e.span, |q| q.span),
-                    "a group cannot start with an optional step",
-                    "take the step out of the group (`c? -> (d -> e){2}`), or make the whole group optional: `(c -> d)?`",
-                );
-                ok = false;
-            }
             if let ElemKind::Group(inner) = &kind {
                 let all_optional = inner.iter().all(|x| {
                     x.optional || matches!(x.kind, ElemKind::NotNext(_) | ElemKind::NotFollow(_))

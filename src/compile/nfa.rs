@@ -353,8 +353,7 @@ impl<'e> Builder<'e> {
         } else {
             let take = self.take_cond(cur);
             let ignore = self.ignore_cond(cur);
-            let opt = self.is_optional(cur);
-            self.singleton(sink, Some(sink), take, ignore, opt)
+            self.singleton(sink, Some(sink), take, ignore, cur.optional)
         };
         self.add_stop_states(last);
         last
@@ -503,7 +502,7 @@ impl<'e> Builder<'e> {
         let s = self.copy_without_transitive_nots(sink);
         self.edge(state, Action::Take, s, take.clone(), cur.bind());
         let proceed_cond = self.true_cond();
-        if optional && !self.head_of_group() {
+        if optional {
             let proceed = proceed.expect("an optional element always has a proceed target");
             if cur.greedy {
                 let until = cur.until.map(Cond::Def);
@@ -527,7 +526,7 @@ impl<'e> Builder<'e> {
             }
         }
         if let Some(ignore) = ignore {
-            let ignore_state = if optional {
+            let ignore_state = if optional || self.head_of_optional_group() {
                 // Once an event is skipped, the element must be taken: the proceed branch was
                 // already followed from the state before.
                 let st = self.cur_state();
@@ -658,13 +657,13 @@ impl<'e> Builder<'e> {
         self.group.is_some() && self.idx == 0
     }
 
-    fn is_optional(&self, e: &Elem) -> bool {
-        if self.head_of_group() && std::ptr::eq(e, self.cur()) {
-            let g = self.group.expect("head_of_group implies a group");
-            self.is_group_first_of_loop() && g.optional
-        } else {
-            e.optional
-        }
+    /// Whether the current element starts a group that is optional, on the group's first
+    /// iteration: the group's own PROCEED edge leaves from this element's state, so an event it
+    /// skips must not lead back to that edge (as for an optional element).
+    fn head_of_optional_group(&self) -> bool {
+        self.head_of_group()
+            && self.is_group_first_of_loop()
+            && self.group.is_some_and(|g| g.optional)
     }
 
     fn group_until(&self) -> Option<Cond> {
