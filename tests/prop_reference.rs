@@ -1,7 +1,8 @@
 //! The engine against a naive reference evaluator (`tests/reference`): random sequence patterns
-//! (plain, optional and looping steps and alternations, joined strictly, relaxed or any, an
-//! optional negation in the middle, an optional `within`; conditions on the event alone, and
-//! some that also read the step's running sum; every skip strategy) over random small inputs
+//! (plain, optional and looping steps and alternations, joined strictly, relaxed or any, some of
+//! them in a group, which means what they mean inline; an optional negation in the middle, an
+//! optional `within`; conditions on the event alone, and some that also read the step's running
+//! sum; every skip strategy) over random small inputs
 //! must produce the same matches, timestamps included, in the same order: eager emission, its
 //! tie order and the skip strategies' pruning, checked against their definitions.
 
