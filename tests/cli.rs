@@ -12,6 +12,15 @@ fn kairos(dir: &Path, args: &[&str]) -> Output {
         .expect("the kairos binary runs")
 }
 
+/// A temporary directory holding `files` (name, contents).
+fn dir_with(files: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, contents) in files {
+        std::fs::write(dir.path().join(name), contents).unwrap();
+    }
+    dir
+}
+
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
@@ -41,8 +50,7 @@ const RECORD: &str = r#"{"pattern":"up","sink":"out","key":"x","ts":1600000001,"
 
 #[test]
 fn check_prints_what_each_pattern_compiled_to() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("good.cep"), GOOD).unwrap();
+    let dir = dir_with(&[("good.cep", GOOD)]);
     let out = kairos(dir.path(), &["check", "good.cep"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
@@ -54,9 +62,8 @@ fn check_prints_what_each_pattern_compiled_to() {
 
 #[test]
 fn check_reports_every_error_with_its_place_and_fails() {
-    let dir = tempfile::tempdir().unwrap();
     let bad = "pattern p\n  from s\n  time at\n  match a -> b+ c?\n  emit out { n: count(zz) }\n";
-    std::fs::write(dir.path().join("bad.cep"), bad).unwrap();
+    let dir = dir_with(&[("bad.cep", bad)]);
     let out = kairos(dir.path(), &["check", "bad.cep"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(out.stdout.is_empty(), "{}", text(&out.stdout));
@@ -78,9 +85,7 @@ fn check_reports_every_error_with_its_place_and_fails() {
 
 #[test]
 fn replay_writes_records_to_the_output_file_and_reports_on_stderr() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("good.cep"), GOOD).unwrap();
-    std::fs::write(dir.path().join("in.jsonl"), INPUT).unwrap();
+    let dir = dir_with(&[("good.cep", GOOD), ("in.jsonl", INPUT)]);
     let out = kairos(
         dir.path(),
         &[
@@ -122,9 +127,7 @@ fn replay_writes_records_to_the_output_file_and_reports_on_stderr() {
 
 #[test]
 fn replay_writes_to_stdout_and_quiet_drops_the_summary() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("good.cep"), GOOD).unwrap();
-    std::fs::write(dir.path().join("in.jsonl"), INPUT).unwrap();
+    let dir = dir_with(&[("good.cep", GOOD), ("in.jsonl", INPUT)]);
     let out = kairos(
         dir.path(),
         &[
@@ -148,12 +151,10 @@ fn replay_writes_to_stdout_and_quiet_drops_the_summary() {
 
 #[test]
 fn replay_reads_times_in_milliseconds_by_default() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("good.cep"), GOOD).unwrap();
     let ms = r#"{"k":"x","kind":"a","id":1,"v":1,"at":1000}
 {"k":"x","kind":"b","id":5,"v":5,"at":1600}
 "#;
-    std::fs::write(dir.path().join("in.jsonl"), ms).unwrap();
+    let dir = dir_with(&[("good.cep", GOOD), ("in.jsonl", ms)]);
     let out = kairos(
         dir.path(),
         &["replay", "-p", "good.cep", "-i", "in.jsonl", "-q"],
@@ -167,8 +168,7 @@ fn replay_reads_times_in_milliseconds_by_default() {
 
 #[test]
 fn replay_of_a_missing_file_fails_with_its_name() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("good.cep"), GOOD).unwrap();
+    let dir = dir_with(&[("good.cep", GOOD)]);
     let out = kairos(
         dir.path(),
         &["replay", "-p", "good.cep", "-i", "missing.jsonl"],

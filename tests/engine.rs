@@ -339,8 +339,8 @@ fn time_units_and_rfc3339() {
     );
     assert_eq!(recs[0]["value"], json!({"span":1}));
     assert_eq!(recs[0]["ts"], json!(1_732_400_000_001i64));
-    // Float times keep their fraction: 1.7 ms -> 3.6 ms is within 2ms, 1.7 -> 3.8 is not; `ts`
-    // shows each in whole milliseconds, rounded down.
+    // Float times keep their fraction: 1.7 ms -> 3.6 ms is within 2ms, 10.7 -> 12.8 is not;
+    // `ts` shows each in whole milliseconds, rounded down.
     let recs = run(
         text,
         &[(
