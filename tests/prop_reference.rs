@@ -437,10 +437,9 @@ fn reference_records(c: &Case) -> Vec<J> {
     let evs = &c.events;
     // `to first sI` names `sI`, not the alternative `tI` beside it.
     let named = |s: usize, e: usize| c.steps[s].alt.is_none() || c.steps[s].cond.eval(&evs[e]);
-    reference::emitted_naming(&reference_pattern(c), evs, c.skip, named)
+    reference::emitted(&reference_pattern(c), evs, c.skip, named)
         .into_iter()
         .map(|m| {
-            let last = m.iter().flatten().copied().max().expect("non-empty match");
             let mut value = serde_json::Map::new();
             for (i, (s, bound)) in c.steps.iter().zip(&m).enumerate() {
                 let ids = |pick: &dyn Fn(&Event) -> bool| -> J {
@@ -460,13 +459,7 @@ fn reference_records(c: &Case) -> Vec<J> {
                     }
                 }
             }
-            serde_json::json!({
-                "pattern": "p",
-                "sink": "out",
-                "key": null,
-                "ts": evs[last].ts,
-                "value": J::Object(value),
-            })
+            reference::record("p", evs, &m, value)
         })
         .collect()
 }

@@ -2,11 +2,11 @@
 //!
 //! The construction follows Flink CEP's NFA compiler (as of 2.3: an optional step that starts a
 //! group is optional, FLINK-30864) state for state, so that Flink's documented semantics (and its
-//! test cases) hold for Kairos: the sequence is converted from its last element
-//! to its first; loops become a looping state with TAKE/IGNORE/PROCEED edges; a greedy loop guards
-//! the edges of the state after it with "not another iteration"; negations become STOP states that
-//! discard a partial match; `-> !x` at the end becomes a PENDING state that completes when its
-//! window closes.
+//! test cases) hold for Kairos: the sequence is converted from its last element to its first;
+//! loops become a looping state with TAKE/IGNORE/PROCEED edges; a greedy loop guards the edges of
+//! the state after it with "not another iteration"; negations become STOP states that discard a
+//! partial match; `-> !x` at the end becomes a PENDING state that completes when its window
+//! closes.
 
 use super::expr::NameId;
 use crate::lang::ast::Contiguity;

@@ -366,13 +366,10 @@ impl Skip {
 /// * `to next`: a match that starts with the same event;
 /// * `to first b` / `to last b`: a match that starts before the first / last event the emitted
 ///   match bound to `b`; nothing where it bound none.
-pub fn emitted(p: &Pattern, evs: &[Event], skip: Skip) -> Vec<Vec<Vec<usize>>> {
-    emitted_naming(p, evs, skip, |_, _| true)
-}
-
-/// [`emitted`], where the name `to first` / `to last` refers to is bound only to the events `e`
-/// of step `s` for which `named(s, e)` holds (one alternative of an alternation).
-pub fn emitted_naming(
+///
+/// The name of `to first` / `to last` is bound only to the events `e` of its step `s` for which
+/// `named(s, e)` holds (one alternative of an alternation; every event of a plain step).
+pub fn emitted(
     p: &Pattern,
     evs: &[Event],
     skip: Skip,
@@ -426,30 +423,41 @@ pub fn emitted_naming(
     kept.into_iter().map(|c| c.binding).collect()
 }
 
+/// The record `kairos replay` prints for a match of pattern `name` that bound `binding`, with
+/// `value` as its emitted fields: timed by its last event.
+pub fn record(
+    name: &str,
+    evs: &[Event],
+    binding: &[Vec<usize>],
+    value: serde_json::Map<String, J>,
+) -> J {
+    let last = binding
+        .iter()
+        .flatten()
+        .copied()
+        .max()
+        .expect("non-empty match");
+    json!({
+        "pattern": name,
+        "sink": "out",
+        "key": null,
+        "ts": evs[last].ts,
+        "value": J::Object(value),
+    })
+}
+
 /// The records `kairos replay` prints for the matches of a pattern whose emit clause is
 /// `emit out { STEP: collect(STEP.id), ... }` over every step, without `key`, with `skip none`.
 pub fn records(p: &Pattern, evs: &[Event]) -> Vec<J> {
-    records_with_skip(p, evs, Skip::None)
-}
-
-/// [`records`] under the skip strategy `skip`, in emission order.
-pub fn records_with_skip(p: &Pattern, evs: &[Event], skip: Skip) -> Vec<J> {
-    emitted(p, evs, skip)
+    emitted(p, evs, Skip::None, |_, _| true)
         .into_iter()
         .map(|m| {
-            let last = m.iter().flatten().copied().max().expect("non-empty match");
             let mut value = serde_json::Map::new();
             for (s, bound) in p.steps.iter().zip(&m) {
                 let ids: Vec<i64> = bound.iter().map(|&i| evs[i].id).collect();
                 value.insert(s.name.clone(), json!(ids));
             }
-            json!({
-                "pattern": p.name,
-                "sink": "out",
-                "key": null,
-                "ts": evs[last].ts,
-                "value": J::Object(value),
-            })
+            record(&p.name, evs, &m, value)
         })
         .collect()
 }
