@@ -307,6 +307,21 @@ fn per_key_state_is_bounded_and_evictions_are_counted() {
 }
 
 #[test]
+fn evicted_partial_matches_write_no_timeout() {
+    // Five a's of one key with room for two partial matches: the three oldest are evicted when
+    // the fourth and fifth arrive, and only the two kept time out when the window closes.
+    let text = "pattern p\n  from s\n  key u\n  time ts\n  within 100ms\n  match a -> b\n  define\n    a = (t == \"a\")\n    b = (t == \"b\")\n  emit out { a: a.id }\n  on timeout emit late { a: a.id }\n  skip none\n";
+    let lines: Vec<String> = (1..=5)
+        .map(|i| format!(r#"{{"u":"x","t":"a","id":{i},"ts":{i}}}"#))
+        .collect();
+    let refs: Vec<&str> = lines.iter().map(|s| s.as_str()).collect();
+    let (recs, _, summary) = run_with(text, &[("s", &refs)], TimeUnit::Millis, 2);
+    assert_eq!(values(&recs), vec![json!({"a":4}), json!({"a":5})]);
+    assert!(recs.iter().all(|r| r["sink"] == "late"));
+    assert_eq!(summary.evicted, 3);
+}
+
+#[test]
 fn time_units_and_rfc3339() {
     let text = "pattern p\n  from s\n  time at\n  within 2ms\n  match a -> b\n  emit out { span: b.ts - a.ts }\n  on timeout emit late { a: a.id }\n";
     let (recs, reports, _) = run_with(

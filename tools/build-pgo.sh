@@ -13,21 +13,25 @@
 # The counts shape branch layout and inlining and change no result; the script checks that the
 # binary writes each example's expected matches byte for byte.
 #
-# Needs `llvm-profdata` of the toolchain's own LLVM: `rustup component add llvm-tools`, which
-# this script runs where it is missing. Extra compiler flags for both builds come from KAIROS_PGO_RUSTFLAGS (for
-# instance `-Ctarget-cpu=native`, for a binary that runs on this kind of CPU only).
+# Needs `llvm-profdata` of the toolchain's own LLVM: rustup's `llvm-tools` component, which this
+# script adds where it is missing, or the one LLVM_PROFDATA names. Extra compiler flags for both
+# builds come from KAIROS_PGO_RUSTFLAGS (for instance `-Ctarget-cpu=native`, for a binary that
+# runs on this kind of CPU only).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 extra=${KAIROS_PGO_RUSTFLAGS:-}
-if ! profdata=$(find "$(rustc --print sysroot)" -name llvm-profdata -type f 2>/dev/null | grep .); then
-    echo "build-pgo: installing llvm-tools (for llvm-profdata)" >&2
+sysroot=$(rustc --print sysroot)
+find_profdata() { find "$sysroot" -name llvm-profdata -type f -print -quit 2>/dev/null || true; }
+profdata=${LLVM_PROFDATA:-$(find_profdata)}
+if [[ -z $profdata ]] && command -v rustup >/dev/null; then
+    echo "build-pgo: installing rustup's llvm-tools (for llvm-profdata)" >&2
     rustup component add llvm-tools >&2
-    profdata=$(find "$(rustc --print sysroot)" -name llvm-profdata -type f | head -n 1)
+    profdata=$(find_profdata)
 fi
-profdata=$(head -n 1 <<<"$profdata")
 if [[ ! -x $profdata ]]; then
-    echo "build-pgo: llvm-profdata not found in $(rustc --print sysroot); run: rustup component add llvm-tools" >&2
+    llvm=$(rustc -vV | sed -n 's/^LLVM version: //p')
+    echo "build-pgo: no llvm-profdata for this toolchain (LLVM $llvm): run \`rustup component add llvm-tools\`, or set LLVM_PROFDATA to an llvm-profdata of LLVM $llvm" >&2
     exit 1
 fi
 
