@@ -55,6 +55,11 @@ fn check_prints_what_each_pattern_compiled_to() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
     assert!(stdout.starts_with("pattern up\n"), "{stdout}");
+    assert!(stdout.contains("  key       k\n"), "{stdout}");
+    assert!(
+        stdout.contains("  time      event time, field at (ms)\n"),
+        "{stdout}"
+    );
     assert!(stdout.contains("  match     a -> b\n"), "{stdout}");
     assert!(stdout.contains("  within    1s\n"), "{stdout}");
     assert!(stdout.ends_with("ok: 1 pattern compiled\n"), "{stdout}");

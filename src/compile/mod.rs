@@ -1650,6 +1650,13 @@ fn split_local(cond: &CExpr) -> (Option<CExpr>, Option<CExpr>) {
 }
 
 impl Program {
+    /// The dotted path of the field in `slot`.
+    fn field_name(&self, slot: usize) -> String {
+        self.fields
+            .get(slot)
+            .map_or_else(String::new, |f| f.join("."))
+    }
+
     /// A readable account of what each pattern compiled to, for `kairos check`.
     pub fn summary(&self) -> String {
         let mut s = String::new();
@@ -1663,24 +1670,30 @@ impl Program {
                 .collect();
             let _ = writeln!(s, "pattern {}", p.name);
             let _ = writeln!(s, "  reads     {}", streams.join(", "));
-            let _ = writeln!(
-                s,
-                "  key       {}",
-                if p.key.is_some() {
-                    "per key"
-                } else {
-                    "none (one partition)"
-                }
-            );
-            let _ = writeln!(
-                s,
-                "  time      {}",
-                if p.event_time {
-                    "event time"
-                } else {
-                    "arrival time"
-                }
-            );
+            let key = match &p.key {
+                Some(CExpr::Field(slot)) => self.field_name(*slot as usize),
+                Some(_) => "an expression of each event".to_string(),
+                None => "none (one partition)".to_string(),
+            };
+            let _ = writeln!(s, "  key       {key}");
+            let time = if p.event_time {
+                let mut fields: Vec<String> = p
+                    .reads
+                    .iter()
+                    .zip(&self.time_slots)
+                    .filter_map(|(r, t)| t.filter(|_| *r))
+                    .map(|slot| self.field_name(slot))
+                    .collect();
+                fields.dedup();
+                format!(
+                    "event time, field {} ({})",
+                    fields.join(", "),
+                    self.unit.symbol()
+                )
+            } else {
+                "arrival time".to_string()
+            };
+            let _ = writeln!(s, "  time      {time}");
             if let Some(w) = p.within {
                 let _ = writeln!(s, "  within    {}", fmt_duration(w));
             }
