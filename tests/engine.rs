@@ -322,6 +322,52 @@ fn evicted_partial_matches_write_no_timeout() {
 }
 
 #[test]
+fn the_end_of_the_input_counts_the_same_timeouts_with_or_without_a_timeout_record() {
+    // At the end of the input a pattern whose window closes write nothing drops its windows at
+    // once; one that writes timeouts closes them one by one. Both count the same timeouts.
+    // Key x: one window closes during the stream (its a at 1 times out when the event at 200
+    // passes it), two are open at the end. Key y: a match, then one open window. Key z: none.
+    let lines = [
+        r#"{"u":"x","t":"a","id":1,"ts":1}"#,
+        r#"{"u":"y","t":"a","id":2,"ts":2}"#,
+        r#"{"u":"y","t":"b","id":3,"ts":3}"#,
+        r#"{"u":"x","t":"a","id":4,"ts":200}"#,
+        r#"{"u":"x","t":"a","id":5,"ts":201}"#,
+        r#"{"u":"y","t":"a","id":6,"ts":202}"#,
+        r#"{"u":"z","t":"b","id":7,"ts":203}"#,
+    ];
+    let pattern = |timeout: &str| {
+        format!("pattern p\n  from s\n  key u\n  time ts\n  within 100ms\n  match a -> b\n  define\n    a = (t == \"a\")\n    b = (t == \"b\")\n  emit out {{ a: a.id }}\n{timeout}  skip none\n")
+    };
+    let loud = pattern("  on timeout emit late { a: a.id }\n");
+    let (recs, _, loud_summary) = run_with(&loud, &[("s", &lines)], TimeUnit::Millis, 1024);
+    let late: Vec<J> = recs
+        .iter()
+        .filter(|r| r["sink"] == "late")
+        .map(|r| json!([r["key"], r["value"]["a"], r["ts"]]))
+        .collect();
+    assert_eq!(
+        late,
+        vec![
+            json!(["x", 1, 101]),
+            json!(["x", 4, 300]),
+            json!(["x", 5, 301]),
+            json!(["y", 6, 302])
+        ]
+    );
+    let (recs, _, silent_summary) =
+        run_with(&pattern(""), &[("s", &lines)], TimeUnit::Millis, 1024);
+    assert_eq!(values(&recs), vec![json!({"a": 2})]);
+    assert_eq!(silent_summary.matches, 1);
+    assert_eq!(silent_summary.timeouts, 4);
+    assert_eq!(loud_summary.timeouts, 4);
+    // Without `within` nothing closes: the open runs are dropped uncounted.
+    let endless = pattern("").replace("  within 100ms\n", "");
+    let (_, _, summary) = run_with(&endless, &[("s", &lines)], TimeUnit::Millis, 1024);
+    assert_eq!(summary.timeouts, 0);
+}
+
+#[test]
 fn time_units_and_rfc3339() {
     let text = "pattern p\n  from s\n  time at\n  within 2ms\n  match a -> b\n  emit out { span: b.ts - a.ts }\n  on timeout emit late { a: a.id }\n";
     let (recs, reports, _) = run_with(

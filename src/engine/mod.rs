@@ -585,8 +585,36 @@ impl Engine {
     /// The end of the input: time passes every window, so partial matches time out and absences
     /// complete.
     pub fn finish(&mut self, out: &mut dyn Output) {
+        let prog = &*self.prog;
+        for (p, st) in prog.patterns.iter().zip(&mut self.state.patterns) {
+            if closes_silently(p) {
+                expire_all(st, &mut self.stats);
+            }
+        }
         self.advance_to(i64::MAX, out);
     }
+}
+
+/// Whether closing a window of `p` writes nothing: no `on timeout`, and no absence that a
+/// window's close completes. Then only the count of timeouts tells that windows closed.
+fn closes_silently(p: &CompiledPattern) -> bool {
+    p.on_timeout.is_none() && p.nfa.states.iter().all(|s| s.kind != StateKind::Pending)
+}
+
+/// Closes every window of a pattern whose closes write nothing ([`closes_silently`]), as time
+/// passing all of them would, without closing them one by one in time order: at the end of a
+/// long replay, that order costs a timer and a key lookup per window for no output.
+fn expire_all(st: &mut PatternState, stats: &mut EngineStats) {
+    // The keys a timer would reach: those with a window to close. Each loses every run then,
+    // runs without a window included, as `advance_key` closes them once time reaches the end.
+    st.keys.retain(|_, ks| {
+        if ks.next_close == i64::MAX {
+            return true;
+        }
+        stats.timeouts += ks.runs.len() as u64;
+        false
+    });
+    st.timers.clear();
 }
 
 /// Puts the key's earliest window close in the timer queue, unless an earlier entry is there.
