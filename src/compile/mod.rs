@@ -1677,19 +1677,16 @@ impl Program {
             };
             let _ = writeln!(s, "  key       {key}");
             let time = if p.event_time {
-                let mut fields: Vec<String> = p
+                // One `time` clause per pattern, and a path has one slot: every stream the
+                // pattern reads has the same time slot.
+                let field = p
                     .reads
                     .iter()
                     .zip(&self.time_slots)
-                    .filter_map(|(r, t)| t.filter(|_| *r))
+                    .find_map(|(r, t)| t.filter(|_| *r))
                     .map(|slot| self.field_name(slot))
-                    .collect();
-                fields.dedup();
-                format!(
-                    "event time, field {} ({})",
-                    fields.join(", "),
-                    self.unit.symbol()
-                )
+                    .unwrap_or_default();
+                format!("event time, field {field} ({})", self.unit.symbol())
             } else {
                 "arrival time".to_string()
             };
