@@ -357,12 +357,22 @@ fn run(cli: Cli) -> Result<i32> {
             let mut opts = compile_opts(&time_unit)?;
             let (decls, tables) = open_tables(&tables)?;
             opts.tables = decls;
-            let _watchers: Vec<kairos::table::TableWatcher> = tables
+            // Each table file is watched: a replacement is swapped in between two events, and
+            // each swap or refusal is reported on stderr.
+            let _watchers = tables
                 .iter()
-                .filter_map(|(_, t)| {
-                    kairos::table::TableWatcher::spawn(t.clone(), Default::default()).ok()
+                .map(|(name, t)| {
+                    let table = name.clone();
+                    let on_event: kairos::table::SwapCallback =
+                        Arc::new(move |e| eprintln!("kairos: table `{table}`: {e}"));
+                    let opts = kairos::table::WatchOptions {
+                        on_event: Some(on_event),
+                        ..Default::default()
+                    };
+                    kairos::table::TableWatcher::spawn(t.clone(), opts)
+                        .with_context(|| format!("table `{name}`: cannot watch its file"))
                 })
-                .collect();
+                .collect::<Result<Vec<_>>>()?;
             let Some(prog) = load_or_report(&patterns, &opts)? else {
                 return Ok(1);
             };

@@ -1169,9 +1169,12 @@ fn incompatible_or_corrupt_replacements_are_refused() {
         "{err}"
     );
 
-    // The key changes type.
+    // The key changes type. A poll that finds a bad file only notes it (the file may still be
+    // being written); the next poll that finds the same file refuses it.
     let csv = write(dir.path(), "v.csv", "id,version,check,label\nk,1,1,a\n");
     build(&BuildOptions::new(&csv, "id", &path)).unwrap();
+    assert!(!shared.reload_if_changed().unwrap());
+    assert_eq!(shared.rejected(), 1);
     let err = shared.reload_if_changed().unwrap_err();
     assert!(
         err.to_string()
@@ -1212,6 +1215,32 @@ fn incompatible_or_corrupt_replacements_are_refused() {
     build_version(dir.path(), 3, 10);
     assert!(shared.reload_if_changed().unwrap());
     assert_eq!(reader.current().get_int(9).unwrap().int(version), Some(3));
+}
+
+/// `cp` truncates a file, then writes it: a poll can find it empty or half-written. Such a file
+/// is not refused if it has changed by the next poll; one that stays bad is refused once.
+#[test]
+fn a_file_caught_half_written_is_not_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = build_version(dir.path(), 1, 10);
+    let shared = SharedTable::open(&path, OpenOptions::default()).unwrap();
+    let v2 = std::fs::read(build_version(dir.path(), 2, 10)).unwrap();
+    std::fs::write(&path, &v2[..v2.len() / 2]).unwrap();
+    assert!(!shared.reload_if_changed().unwrap());
+    std::fs::write(&path, &v2).unwrap();
+    assert!(shared.reload_if_changed().unwrap());
+    assert_eq!((shared.generation(), shared.rejected()), (1, 0));
+    assert_eq!(shared.last_error(), None);
+
+    // Cut short and left so: refused at the second look, then left alone.
+    std::fs::write(&path, &v2[..v2.len() / 2]).unwrap();
+    assert!(!shared.reload_if_changed().unwrap());
+    let err = shared.reload_if_changed().unwrap_err();
+    assert!(matches!(err, TableError::Truncated { .. }), "{err}");
+    assert!(!shared.reload_if_changed().unwrap());
+    assert_eq!((shared.generation(), shared.rejected()), (1, 1));
+    let version = shared.load().column("version").unwrap();
+    assert_eq!(shared.load().get_int(9).unwrap().int(version), Some(2));
 }
 
 #[test]

@@ -4,8 +4,13 @@
 //! A table is built once from CSV or JSON lines ([`build`]), written as one file in a documented
 //! binary format (`docs/table-format.md`: a header with magic, version, schema and checksum; a
 //! control byte per bucket; fixed-width rows stored in their hash buckets; a string heap),
-//! opened with `mmap` ([`Table::open`]) and read in place: a lookup hashes the key, compares its
-//! tag with sixteen control bytes at once, and reads the one row whose tag matches.
+//! opened ([`Table::open`]) as a private copy, mapped, and read in place: a lookup hashes the
+//! key, compares its tag with sixteen control bytes at once, and reads the one row whose tag
+//! matches. The copy is a copy-on-write clone of the file where the file system makes them
+//! (XFS, Btrfs), else a copy in memory ([`Backing`]); either way the file can be replaced,
+//! rewritten in place (`cp new.kt table.kt`) or truncated while the table is open without
+//! touching what the table reads. Mapping the file itself would not survive that: a read of a
+//! page that a truncation removed raises `SIGBUS` and kills the process.
 //! [`SharedTable`] and [`TableWatcher`] replace a table atomically when its file is replaced,
 //! while readers keep using the version they hold until their next event.
 //!
@@ -34,7 +39,7 @@ mod swap;
 
 pub use builder::{build, parse_schema, BuildOptions, BuildStats, InputFormat};
 pub use format::{Column, ColumnType, Schema};
-pub use reader::{ColumnId, OpenOptions, Row, Rows, Table};
+pub use reader::{Backing, ColumnId, OpenOptions, Row, Rows, Table};
 pub use swap::{SharedTable, SwapCallback, SwapEvent, TableReader, TableWatcher, WatchOptions};
 
 use std::io;
@@ -158,8 +163,14 @@ pub enum TableError {
     Checksum { path: PathBuf },
 
     /// A replacement table's schema differs from the table it would replace.
-    #[error("{}: incompatible schema: {message}; keeping the loaded table", .path.display())]
+    #[error("{}: incompatible schema: {message}", .path.display())]
     Incompatible { path: PathBuf, message: String },
+
+    /// The file changed while it was being copied (something was still writing it), so the
+    /// copy cannot be trusted and nothing was loaded. A [`TableWatcher`] tries again at its next
+    /// poll, without reporting it.
+    #[error("{}: the file changed while it was being read (is it still being written?)", .path.display())]
+    Changed { path: PathBuf },
 }
 
 fn article(ty: &ColumnType) -> &'static str {

@@ -1,5 +1,16 @@
 //! Opening a table file and reading it in place.
 //!
+//! A table never maps the file it was given. [`Table::open`] first takes a private copy that
+//! nothing outside this process can reach: a copy-on-write clone of the file (`FICLONE`, on
+//! file systems with shared extents: XFS, Btrfs, bcachefs, OCFS2) in an unlinked temporary file
+//! beside it, or else a copy in anonymous memory ([`Backing`]). The mapping is of that copy.
+//! A table file rewritten in place (`cp new.kt table.kt` truncates and rewrites the same inode)
+//! or truncated while it is open therefore changes nothing the table reads: mapping the file
+//! itself would expose the rewritten bytes to lookups, and make a read of a page past the new
+//! end of the file raise `SIGBUS`, which kills the process. A copy taken while a writer is
+//! still writing is caught by the checksum and by comparing the file's size and modification
+//! time before and after the copy ([`TableError::Changed`]).
+//!
 //! Opening validates everything whose failure could make a later read go wrong: magic, version,
 //! the header's arithmetic, every section against the file's length, alignment, the schema, the
 //! UTF-8 of the string heap and (by default) the checksum. Rows and control bytes are not
@@ -17,11 +28,12 @@ use super::format::{
 use super::swap::FileId;
 use super::TableError;
 use crate::event::{Text, Value};
-use memmap2::MmapMut;
 #[cfg(not(miri))]
-use memmap2::{Mmap, MmapOptions};
+use memmap2::Mmap;
+use memmap2::{MmapMut, MmapOptions};
 use std::fmt;
 use std::fs::File;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 /// How [`Table::open`] maps and checks a file.
@@ -90,12 +102,11 @@ impl ColumnId {
 /// `Table` is `Send + Sync`; share it behind an `Arc` (or a [`SharedTable`] when the file may be
 /// replaced). Lookups borrow rows from the mapping, so strings are returned without a copy.
 ///
-/// The file must not be modified in place while it is open: replace it by writing a new file and
-/// renaming it over the old one, as [`build`] does. A file truncated in place under a live
-/// mapping makes the process take `SIGBUS` on the next read of a lost page.
+/// The table reads a private copy of its file ([`Backing`]), so the file may be replaced in any
+/// way while the table is open: renamed over, rewritten in place with `cp`, or truncated. The
+/// table keeps the version it copied; a [`SharedTable`] picks up the new one.
 ///
 /// [`SharedTable`]: super::SharedTable
-/// [`build`]: super::build
 pub struct Table {
     map: Bytes,
     path: PathBuf,
@@ -103,6 +114,47 @@ pub struct Table {
     types: Box<[ColumnType]>,
     l: Layout,
     file_id: Option<FileId>,
+    backing: Backing,
+}
+
+/// Where the bytes of an open [`Table`] live: always a private copy of its file, so that later
+/// writes to the file cannot reach them.
+///
+/// ```
+/// # use kairos::table::{build, Backing, BuildOptions, OpenOptions, Table};
+/// # let dir = tempfile::tempdir()?;
+/// # let input = dir.path().join("t.csv");
+/// # std::fs::write(&input, "id,v\n1,a\n")?;
+/// # let path = dir.path().join("t.tbl");
+/// # build(&BuildOptions::new(&input, "id", &path))?;
+/// let table = Table::open(&path, &OpenOptions::default())?;
+/// // A clone on XFS or Btrfs, a copy in memory on ext4 or tmpfs.
+/// assert!(matches!(table.backing(), Backing::Reflink | Backing::Memory));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Backing {
+    /// A copy-on-write clone of the file (`ioctl(FICLONE)`) in an unlinked temporary file in
+    /// the file's directory, mapped. Taking it costs a few system calls whatever the size; the
+    /// clone shares the file's blocks on disk until the file is rewritten, after which it keeps
+    /// the old blocks until the table is dropped. Pages are read from disk when first touched
+    /// (or all at open with [`OpenOptions::populate`]), like a mapping of the file itself, but
+    /// through the clone's own page cache.
+    Reflink,
+    /// A copy in anonymous memory, read from the file at open: the file system cannot clone
+    /// (ext4, tmpfs, overlay), the directory is not writable, or the platform has no clones.
+    /// Costs a read of the whole file at open and the table's size in resident memory.
+    Memory,
+}
+
+impl fmt::Display for Backing {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Backing::Reflink => "a copy-on-write clone of the file",
+            Backing::Memory => "a copy in memory",
+        })
+    }
 }
 
 /// The bytes of a table: a read-only mapping. Under Miri, which can neither map files nor
@@ -121,6 +173,101 @@ fn anon_copy(bytes: &[u8], path: &Path) -> Result<Bytes, TableError> {
     #[cfg(not(miri))]
     let mm = mm.make_read_only().map_err(|e| TableError::io(path, e))?;
     Ok(mm)
+}
+
+/// A private copy of the `len` bytes of `file` (at `path`), mapped: a clone where the file system
+/// makes one, else a copy in anonymous memory. See [`Backing`].
+fn private_copy(
+    file: &File,
+    len: u64,
+    path: &Path,
+    opts: &OpenOptions,
+) -> Result<(Bytes, Backing), TableError> {
+    #[cfg(all(target_os = "linux", not(miri)))]
+    if let Some(clone) = reflink(file, path) {
+        let mut mo = MmapOptions::new();
+        if opts.populate {
+            mo.populate();
+        }
+        // SAFETY: the clone is an unlinked file created with O_EXCL, so no path leads to it and
+        // it cannot be linked into the file system: only this process holds it, and nothing
+        // writes it. Its bytes therefore stay what `validate` checks for as long as the
+        // mapping lives, which is what reading the mapping as a `&[u8]` requires. (Writes to
+        // the original file allocate new blocks and leave the clone's alone.)
+        let map = unsafe { mo.map(&clone) }.map_err(|e| TableError::io(path, e))?;
+        if opts.huge_pages {
+            // Advice only: kernels without huge pages for file mappings decline, which is fine.
+            let _ = map.advise(memmap2::Advice::HugePage);
+        }
+        return Ok((map, Backing::Reflink));
+    }
+    let len = usize::try_from(len)
+        .map_err(|_| TableError::corrupt(path, format!("{len} bytes do not fit in memory")))?;
+    Ok((copy_to_memory(file, len, path, opts)?, Backing::Memory))
+}
+
+/// Reads the first `len` (at least 1) bytes of `file` into a fresh anonymous mapping, made
+/// read-only once filled. A file shorter than `len` was truncated during the read.
+fn copy_to_memory(
+    mut file: &File,
+    len: usize,
+    path: &Path,
+    opts: &OpenOptions,
+) -> Result<Bytes, TableError> {
+    let io = |e| TableError::io(path, e);
+    let mut mo = MmapOptions::new();
+    mo.len(len);
+    // Faulting every page in with one call costs less than a fault per page during the read;
+    // but huge pages must be asked for before any page is touched, so then the read faults.
+    #[cfg(not(miri))]
+    if !opts.huge_pages {
+        mo.populate();
+    }
+    let mut mm: MmapMut = mo.map_anon().map_err(io)?;
+    #[cfg(all(target_os = "linux", not(miri)))]
+    if opts.huge_pages {
+        // Advice only, as for file mappings; anonymous memory usually gets them.
+        let _ = mm.advise(memmap2::Advice::HugePage);
+    }
+    #[cfg(miri)]
+    let _ = opts;
+    match file.read_exact(&mut mm[..]) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+            return Err(TableError::Changed {
+                path: path.to_path_buf(),
+            })
+        }
+        Err(e) => return Err(io(e)),
+    }
+    #[cfg(not(miri))]
+    let mm = mm.make_read_only().map_err(io)?;
+    Ok(mm)
+}
+
+/// A copy-on-write clone of `file` in an unlinked temporary file in the directory of `path`
+/// (of its target, for a symbolic link), or `None` where the directory is not writable, the
+/// file system has no unlinked temporary files or no clones (ext4, tmpfs), or the clone fails
+/// for any other reason: the caller then copies the file into memory.
+#[cfg(all(target_os = "linux", not(miri)))]
+fn reflink(file: &File, path: &Path) -> Option<File> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::OpenOptionsExt;
+    let real = std::fs::canonicalize(path).ok()?;
+    let dir = real.parent()?;
+    // O_EXCL: the file can never be linked into the file system, so only this process reaches
+    // it.
+    let clone = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .mode(0o600)
+        .custom_flags(libc::O_TMPFILE | libc::O_EXCL)
+        .open(dir)
+        .ok()?;
+    // SAFETY: FICLONE reads its argument as a file descriptor and writes no memory of this
+    // process; both descriptors stay open for the call.
+    let r = unsafe { libc::ioctl(clone.as_raw_fd(), libc::FICLONE, file.as_raw_fd()) };
+    (r == 0).then_some(clone)
 }
 
 /// The validated geometry of a file, as `usize` offsets into the mapping.
@@ -156,7 +303,12 @@ struct Layout {
 }
 
 impl Table {
-    /// Maps and validates the table file at `path`.
+    /// Copies the table file at `path` privately, maps the copy and validates it.
+    ///
+    /// The copy ([`Backing`]) is a clone that costs a few system calls where the file system
+    /// can clone files, else a read of the whole file into memory, about as long as the
+    /// checksum pass. The file may be replaced or rewritten afterwards without effect on the
+    /// table. A file that changes while it is copied gives [`TableError::Changed`].
     ///
     /// ```
     /// # use kairos::table::{build, BuildOptions, OpenOptions, Table, ColumnType};
@@ -174,33 +326,23 @@ impl Table {
     pub fn open(path: impl AsRef<Path>, opts: &OpenOptions) -> Result<Table, TableError> {
         let path = path.as_ref();
         let file = File::open(path).map_err(|e| TableError::io(path, e))?;
-        let meta = file.metadata().map_err(|e| TableError::io(path, e))?;
-        if !meta.is_file() {
+        let before = file.metadata().map_err(|e| TableError::io(path, e))?;
+        if !before.is_file() {
             return Err(TableError::corrupt(path, "not a regular file"));
         }
-        #[cfg(miri)]
-        let map = anon_copy(
-            &std::fs::read(path).map_err(|e| TableError::io(path, e))?,
-            path,
-        )?;
-        #[cfg(not(miri))]
-        let mut mo = MmapOptions::new();
-        #[cfg(not(miri))]
-        if opts.populate {
-            mo.populate();
+        if before.len() == 0 {
+            // Nothing to copy: validation reports the empty file as truncated.
+            validate(&[], path, false)?;
+            return Err(TableError::corrupt(path, "the file is empty"));
         }
-        // SAFETY: the mapping is read-only and private to this `Table`. Table files are replaced
-        // by rename, never rewritten in place (see `Table`), so the bytes do not change while
-        // mapped: the condition for reading a mapping as a `&[u8]` at all, and the one the
-        // checks of `validate` (the heap's UTF-8 included) rely on. Should a file be rewritten
-        // anyway, the geometry was fixed at open against the mapping's length, so reads stay
-        // within the mapping.
-        #[cfg(not(miri))]
-        let map = unsafe { mo.map(&file) }.map_err(|e| TableError::io(path, e))?;
-        #[cfg(all(target_os = "linux", not(miri)))]
-        if opts.huge_pages {
-            // Advice only: kernels without huge pages for file mappings decline, which is fine.
-            let _ = map.advise(memmap2::Advice::HugePage);
+        let (map, backing) = private_copy(&file, before.len(), path, opts)?;
+        // A writer that was rewriting the file during the copy changed its size or its
+        // modification time (a copy torn in a way these miss fails the checksum below).
+        let after = file.metadata().map_err(|e| TableError::io(path, e))?;
+        if FileId::of(&after) != FileId::of(&before) || map.len() as u64 != before.len() {
+            return Err(TableError::Changed {
+                path: path.to_path_buf(),
+            });
         }
         let (schema, l) = validate(&map, path, opts.verify_checksum)?;
         Ok(Table {
@@ -209,7 +351,8 @@ impl Table {
             path: path.to_path_buf(),
             schema,
             l,
-            file_id: Some(FileId::of(&meta)),
+            file_id: Some(FileId::of(&before)),
+            backing,
         })
     }
 
@@ -234,6 +377,7 @@ impl Table {
             schema,
             l,
             file_id: None,
+            backing: Backing::Memory,
         })
     }
 
@@ -291,6 +435,11 @@ impl Table {
     /// The size of the file in bytes.
     pub fn file_len(&self) -> usize {
         self.map.len()
+    }
+
+    /// Where the table's bytes live: a clone of its file or a copy in memory.
+    pub fn backing(&self) -> Backing {
+        self.backing
     }
 
     pub(crate) fn file_id(&self) -> Option<FileId> {
@@ -471,8 +620,8 @@ impl Table {
             return None;
         }
         // SAFETY: `validate` checked that the whole heap is UTF-8, and the mapping is read-only
-        // and private to this table, its file never rewritten in place (the condition
-        // `Table::open` relies on for the mapping itself). A sub-slice of valid UTF-8 that
+        // and holds a private copy of the file that nothing writes (see `Table::open`), so the
+        // heap is still what was checked. A sub-slice of valid UTF-8 that
         // starts on a character boundary (or is empty) and ends on one (the heap's end, or
         // before a byte that starts a character) is valid UTF-8. This replaces a call to the
         // UTF-8 validator on every string read (7 ns in the lookup benchmark).

@@ -8,7 +8,14 @@
 //!
 //! [`TableWatcher`] polls the file on its own thread and swaps in a new version when the path
 //! names a different file (device, inode, modification time or size changed), after opening it
-//! fully validated and checking that its schema matches the loaded one.
+//! fully validated and checking that its schema matches the loaded one. Every version is a
+//! private copy of the file ([`Table::open`]), so the file may be replaced by rename or
+//! rewritten in place: a version in use never changes under its readers.
+//!
+//! A file can be seen half-written: `cp` truncates the file, then writes it. A copy taken while
+//! the file changes is not loaded and tried again at the next poll; a file that fails to load is
+//! refused only if the path still names the same file (same size and modification time) at the
+//! next poll, so a write in progress is not reported as a bad table.
 
 use super::reader::{OpenOptions, Table};
 use super::TableError;
@@ -58,6 +65,17 @@ impl FileId {
     }
 }
 
+/// The files that failed to load, by [`FileId`].
+#[derive(Default)]
+struct Failures {
+    /// The last file refused: not tried again until the path names another, so that a bad file
+    /// is reported once rather than on every poll.
+    refused: Option<FileId>,
+    /// A file that failed once and is refused if the path still names it at the next poll (it
+    /// may have been caught while being written).
+    pending: Option<(FileId, TableError)>,
+}
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // Nothing panics while holding these locks; should it happen, the data is still consistent
     // (each critical section is a single assignment), so carry on.
@@ -69,9 +87,8 @@ struct Inner {
     opts: OpenOptions,
     generation: AtomicU64,
     current: Mutex<Arc<Table>>,
-    /// Serializes reloads and remembers the last file that failed, so that a bad file is
-    /// reported once rather than on every poll.
-    reload: Mutex<Option<FileId>>,
+    /// Serializes reloads and remembers the files that failed.
+    reload: Mutex<Failures>,
     swaps: AtomicU64,
     rejected: AtomicU64,
     last_error: Mutex<Option<String>>,
@@ -120,7 +137,7 @@ impl SharedTable {
                 opts,
                 generation: AtomicU64::new(0),
                 current: Mutex::new(Arc::new(table)),
-                reload: Mutex::new(None),
+                reload: Mutex::new(Failures::default()),
                 swaps: AtomicU64::new(0),
                 rejected: AtomicU64::new(0),
                 last_error: Mutex::new(None),
@@ -173,60 +190,66 @@ impl SharedTable {
     /// not it changed. On error the loaded table stays, and the error is also counted in
     /// [`rejected`](Self::rejected) and kept as [`last_error`](Self::last_error).
     pub fn reload_now(&self) -> Result<(), TableError> {
-        let mut failed = lock(&self.inner.reload);
+        let mut failures = lock(&self.inner.reload);
         let id = std::fs::metadata(&self.inner.path)
             .ok()
             .map(|m| FileId::of(&m));
-        let r = self.reload_locked();
-        *failed = if r.is_err() { id } else { None };
+        failures.pending = None;
+        let r = self.reload_locked().map_err(|e| self.refuse(e));
+        failures.refused = if r.is_err() { id } else { None };
         r
     }
 
     /// Reloads if the path names a different file than the loaded one (and than the last file
     /// that was refused). `Ok(true)` when a new version was published, `Ok(false)` when nothing
-    /// changed. This is what [`TableWatcher`] calls on each poll.
+    /// was: the file did not change, it changed while it was being copied (it is tried again at
+    /// the next call), or it failed for the first time. A file that fails is refused, with
+    /// `Err`, at the next call that finds it unchanged, so that a file caught while being
+    /// written (which fails, then changes) is not refused. This is what [`TableWatcher`] calls
+    /// on each poll.
     pub fn reload_if_changed(&self) -> Result<bool, TableError> {
-        let mut failed = lock(&self.inner.reload);
+        let mut failures = lock(&self.inner.reload);
         let meta =
             std::fs::metadata(&self.inner.path).map_err(|e| TableError::io(&self.inner.path, e))?;
         let id = FileId::of(&meta);
-        if Some(id) == self.load().file_id() || Some(id) == *failed {
+        if Some(id) == self.load().file_id() || Some(id) == failures.refused {
             return Ok(false);
         }
+        if let Some((_, error)) = failures.pending.take_if(|(failed, _)| *failed == id) {
+            failures.refused = Some(id);
+            return Err(self.refuse(error));
+        }
+        failures.pending = None;
         match self.reload_locked() {
             Ok(()) => {
-                *failed = None;
+                failures.refused = None;
                 Ok(true)
             }
+            Err(TableError::Changed { .. }) => Ok(false),
             Err(e) => {
-                *failed = Some(id);
-                Err(e)
+                failures.pending = Some((id, e));
+                Ok(false)
             }
         }
+    }
+
+    /// Counts a refused replacement and keeps its message.
+    fn refuse(&self, error: TableError) -> TableError {
+        self.inner.rejected.fetch_add(1, Ordering::Relaxed);
+        *lock(&self.inner.last_error) = Some(error.to_string());
+        error
     }
 
     /// Opens, checks and publishes; the caller holds the reload lock.
     fn reload_locked(&self) -> Result<(), TableError> {
         let inner = &*self.inner;
-        let result = Table::open(&inner.path, &inner.opts).and_then(|new| {
-            let old = self.load();
-            compatible(&old, &new).map_err(|message| TableError::Incompatible {
-                path: inner.path.clone(),
-                message,
-            })?;
-            Ok(new)
-        });
-        match result {
-            Ok(new) => {
-                self.publish(new);
-                Ok(())
-            }
-            Err(e) => {
-                inner.rejected.fetch_add(1, Ordering::Relaxed);
-                *lock(&inner.last_error) = Some(e.to_string());
-                Err(e)
-            }
-        }
+        let new = Table::open(&inner.path, &inner.opts)?;
+        compatible(&self.load(), &new).map_err(|message| TableError::Incompatible {
+            path: inner.path.clone(),
+            message,
+        })?;
+        self.publish(new);
+        Ok(())
     }
 
     fn publish(&self, table: Table) {
@@ -379,6 +402,27 @@ pub enum SwapEvent<'a> {
         /// Why.
         error: &'a TableError,
     },
+}
+
+impl std::fmt::Display for SwapEvent<'_> {
+    /// One line for a log or a terminal: `swapped in a new version (generation 2, 1204 rows)`,
+    /// or `replacement refused, keeping the loaded version: FILE: REASON`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SwapEvent::Swapped { generation, rows } => {
+                write!(
+                    f,
+                    "swapped in a new version (generation {generation}, {rows} rows)"
+                )
+            }
+            SwapEvent::Rejected { error } => {
+                write!(
+                    f,
+                    "replacement refused, keeping the loaded version: {error}"
+                )
+            }
+        }
+    }
 }
 
 /// The callback type of [`WatchOptions::on_event`].
