@@ -181,6 +181,13 @@ pub struct EngineConfig {
     /// The most partial matches one key may hold; the oldest beyond it are evicted.
     #[serde(default = "default_max_runs")]
     pub max_runs_per_key: usize,
+    /// The most bytes the partial matches of one key may hold; the oldest beyond it are evicted.
+    #[serde(default = "default_max_state_bytes_per_key")]
+    pub max_state_bytes_per_key: Spanned<u64>,
+    /// The most bytes the partial matches of every key may hold together, across the shards;
+    /// beyond it the keys that hold the most lose their oldest.
+    #[serde(default = "default_max_state_bytes")]
+    pub max_state_bytes: Spanned<u64>,
 }
 
 fn default_unit() -> Spanned<String> {
@@ -191,11 +198,27 @@ fn default_max_runs() -> usize {
     crate::engine::EngineOptions::default().max_runs_per_key
 }
 
+fn default_max_state_bytes_per_key() -> Spanned<u64> {
+    Spanned::new(
+        0..0,
+        crate::engine::EngineOptions::default().max_state_bytes_per_key,
+    )
+}
+
+fn default_max_state_bytes() -> Spanned<u64> {
+    Spanned::new(
+        0..0,
+        crate::engine::EngineOptions::default().max_state_bytes,
+    )
+}
+
 impl Default for EngineConfig {
     fn default() -> Self {
         EngineConfig {
             time_unit: default_unit(),
             max_runs_per_key: default_max_runs(),
+            max_state_bytes_per_key: default_max_state_bytes_per_key(),
+            max_state_bytes: default_max_state_bytes(),
         }
     }
 }
@@ -345,6 +368,7 @@ impl Config {
             self.lateness(s)?;
         }
         self.layout()?;
+        self.check_engine_limits()?;
         for t in &self.tables {
             if t.topic.is_some() && t.key.is_none() {
                 return Err(self.error_at(
@@ -373,6 +397,32 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// The `[engine]` limits, each in its range (see [`crate::engine::EngineOptions::validate`]).
+    fn check_engine_limits(&self) -> Result<(), ConfigError> {
+        use crate::engine::{EngineOptions, LimitError};
+        let e = &self.engine;
+        let limits = EngineOptions {
+            max_runs_per_key: e.max_runs_per_key,
+            max_state_bytes_per_key: *e.max_state_bytes_per_key.get_ref(),
+            max_state_bytes: *e.max_state_bytes.get_ref(),
+            tables: Vec::new(),
+        };
+        let Err(why) = limits.validate() else {
+            return Ok(());
+        };
+        let message = format!("[engine]: {why}");
+        Err(match why {
+            LimitError::StateBytesPerKey(_) => {
+                self.error_at(e.max_state_bytes_per_key.span(), message)
+            }
+            LimitError::StateBytes => self.error_at(e.max_state_bytes.span(), message),
+            LimitError::RunsPerKey => ConfigError::File {
+                file: self.file.clone(),
+                message,
+            },
+        })
     }
 
     pub fn time_unit(&self) -> Result<TimeUnit, ConfigError> {

@@ -325,6 +325,8 @@ pub fn run(
     let sink = KafkaSink::new(out_producer.clone(), sink_topics, shards, txn);
     let opts = EngineOptions {
         max_runs_per_key: config.engine.max_runs_per_key,
+        max_state_bytes_per_key: *config.engine.max_state_bytes_per_key.get_ref(),
+        max_state_bytes: *config.engine.max_state_bytes.get_ref(),
         tables,
     };
     let mut pipeline =

@@ -55,6 +55,14 @@ enum Cmd {
         /// The most partial matches a key may hold; the oldest beyond it are evicted.
         #[arg(long, default_value_t = EngineOptions::default().max_runs_per_key)]
         max_runs_per_key: usize,
+        /// The most bytes the partial matches of one key may hold; the oldest beyond it are
+        /// evicted.
+        #[arg(long, default_value_t = EngineOptions::default().max_state_bytes_per_key)]
+        max_state_bytes_per_key: u64,
+        /// The most bytes the partial matches of every key may hold together (across the
+        /// shards); beyond it the keys that hold the most lose their oldest.
+        #[arg(long, default_value_t = EngineOptions::default().max_state_bytes)]
+        max_state_bytes: u64,
         /// Run through the thread-per-core pipeline with this many match shards (0: one
         /// thread, no pipeline).
         #[arg(long, default_value_t = 0)]
@@ -348,6 +356,8 @@ fn run(cli: Cli) -> Result<i32> {
             output,
             time_unit,
             max_runs_per_key,
+            max_state_bytes_per_key,
+            max_state_bytes,
             shards,
             ring_capacity,
             wait,
@@ -376,8 +386,15 @@ fn run(cli: Cli) -> Result<i32> {
             let Some(prog) = load_or_report(&patterns, &opts)? else {
                 return Ok(1);
             };
-            if max_runs_per_key == 0 {
-                bail!("--max-runs-per-key must be at least 1");
+            let limits = EngineOptions {
+                max_runs_per_key,
+                max_state_bytes_per_key,
+                max_state_bytes,
+                tables: Vec::new(),
+            };
+            if let Err(e) = limits.validate() {
+                // The limit's name as its flag: `max_runs_per_key` is `--max-runs-per-key`.
+                bail!("--{}", e.to_string().replace('_', "-"));
             }
             let inputs: Vec<Input> = inputs.iter().map(|s| Input::parse(s)).collect();
             let mut reported = 0u64;
@@ -410,8 +427,8 @@ fn run(cli: Cli) -> Result<i32> {
                     Arc::new(prog),
                     &inputs,
                     EngineOptions {
-                        max_runs_per_key,
                         tables: tables.clone(),
+                        ..limits
                     },
                     layout,
                     out,
@@ -438,10 +455,7 @@ fn run(cli: Cli) -> Result<i32> {
             let summary = replay(
                 Arc::new(prog),
                 &inputs,
-                EngineOptions {
-                    max_runs_per_key,
-                    tables,
-                },
+                EngineOptions { tables, ..limits },
                 &mut out,
                 &mut report,
             )?;

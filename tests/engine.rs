@@ -6,7 +6,7 @@ mod common;
 
 use common::*;
 use kairos::compile::{compile, CompileOptions, Source};
-use kairos::engine::{Engine, EngineOptions, OwnedRecord};
+use kairos::engine::{Engine, EngineOptions, EngineState, OwnedRecord};
 use kairos::event::{Event, JsonDecoder, TimeUnit};
 use kairos::io::replay::{replay, Input};
 use serde_json::{json, Value as J};
@@ -724,5 +724,632 @@ fn a_group_may_start_with_an_optional_step() {
     assert_eq!(
         matches("(a{1,2}? b)", "a b"),
         vec![json!({"a":[1],"b":[2]})]
+    );
+}
+
+/// An engine fed JSON lines of named streams, for the memory budget tests.
+struct Fed {
+    prog: Arc<kairos::compile::Program>,
+    engine: Engine,
+    out: Vec<OwnedRecord>,
+}
+
+impl Fed {
+    fn new(text: &str, opts: EngineOptions) -> Fed {
+        let prog = Arc::new(program("budget.cep", text));
+        let engine = Engine::new(prog.clone(), opts);
+        Fed {
+            prog,
+            engine,
+            out: Vec::new(),
+        }
+    }
+
+    /// Processes one event of `stream`.
+    fn line(&mut self, stream: &str, line: &str) {
+        let prog = &self.prog;
+        let s = prog.streams.iter().position(|n| n == stream).unwrap();
+        let dec = JsonDecoder::new(&prog.fields, prog.time_slots[s], prog.unit);
+        let mut ev = Event::with_slots(prog.fields.len());
+        dec.decode(line.as_bytes(), 0, &mut ev).unwrap();
+        ev.stream = s as u16;
+        self.engine.process(&mut ev, &mut self.out);
+    }
+
+    /// What each key holds, as the budgets count it.
+    fn held(&self) -> Vec<(kairos::event::Value, u64)> {
+        self.engine
+            .state()
+            .patterns
+            .iter()
+            .flat_map(|p| p.keys.iter())
+            .map(|(k, ks)| (k.clone(), ks.held_bytes(kairos::engine::key_bytes(k))))
+            .collect()
+    }
+}
+
+/// The bytes of an engine's state counted from scratch, walking every partial match's history:
+/// what the engine keeps incrementally must always equal it.
+fn recount(engine: &Engine) -> u64 {
+    let run = std::mem::size_of::<kairos::engine::Run>() as u64;
+    engine
+        .state()
+        .patterns
+        .iter()
+        .flat_map(|p| p.keys.iter())
+        .filter(|(_, ks)| !ks.runs.is_empty())
+        .map(|(k, ks)| {
+            kairos::engine::key_bytes(k)
+                + ks.runs
+                    .iter()
+                    .map(|r| run + kairos::engine::path::PathNode::history_bytes(r.path.as_deref()))
+                    .sum::<u64>()
+        })
+        .sum()
+}
+
+fn bonus_abuse() -> String {
+    std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/patterns/bonus_abuse.cep"
+    ))
+    .unwrap()
+}
+
+fn deposit(user: &str, amount: i64, ts: i64) -> String {
+    format!(
+        r#"{{"user_id":"{user}","kind":"deposit","amount":{amount},"method":"card","ts":{ts}}}"#
+    )
+}
+
+fn withdrawal(user: &str, amount: i64, ts: i64) -> String {
+    format!(r#"{{"user_id":"{user}","kind":"withdrawal","amount":{amount},"ts":{ts}}}"#)
+}
+
+fn safe_bet(user: &str, stake: i64, ts: i64) -> String {
+    format!(r#"{{"user_id":"{user}","product":"sports","odds":1.2,"stake":{stake},"ts":{ts}}}"#)
+}
+
+/// An honest customer's bonus abuse, written between the hostile customer's events: a deposit,
+/// three safe bets that turn it over, and a withdrawal of nearly all of it.
+fn honest_abuse(f: &mut Fed, at: i64) {
+    f.line("payments", &deposit("u-2", 100, at));
+    for i in 1..=3 {
+        f.line("bets", &safe_bet("u-2", 40, at + i));
+    }
+    f.line("payments", &withdrawal("u-2", 95, at + 4));
+}
+
+/// One customer with 200 deposits and then 2,000 safe bets inside the window: every deposit
+/// starts a partial match and every bet grows each of them by a bound event. Under a per-key
+/// budget the customer's state stays within it, the oldest partial matches go first, and
+/// another customer's match is written as it is without the hostile one.
+#[test]
+fn a_hostile_key_stays_within_its_budget_and_loses_its_oldest_partial_matches() {
+    let budget = 256 << 10;
+    let opts = EngineOptions {
+        max_state_bytes_per_key: budget,
+        ..EngineOptions::default()
+    };
+    let mut f = Fed::new(&bonus_abuse(), opts);
+    let t0 = 1_732_400_000_000i64;
+    for i in 0..200 {
+        f.line("payments", &deposit("u-1", 200, t0 + i));
+    }
+    let mut most = 0;
+    let mut fewest = 200;
+    for i in 0..2000 {
+        f.line("bets", &safe_bet("u-1", 20, t0 + 1000 + i));
+        if i == 1000 {
+            honest_abuse(&mut f, t0 + 1000 + i);
+        }
+        for (k, held) in f.held() {
+            assert!(held <= budget, "{k:?} holds {held} bytes after bet {i}");
+        }
+        most = most.max(f.engine.stats().state_bytes);
+        // The survivors are the newest partial matches: those of the last deposits, whose
+        // positions (1 to 200) end the list without a gap.
+        let st = f.engine.state();
+        let hostile = st.patterns[0]
+            .keys
+            .iter()
+            .find(|(k, _)| **k == kairos::event::Value::from("u-1"));
+        let mut starts: Vec<u64> = hostile
+            .map(|(_, ks)| ks.runs.iter().map(|r| r.start_seq).collect())
+            .unwrap_or_default();
+        starts.sort_unstable();
+        let kept = starts.len() as u64;
+        assert_eq!(starts, (201 - kept..=200).collect::<Vec<_>>(), "bet {i}");
+        fewest = fewest.min(kept);
+    }
+    // The budget was reached, not merely approached, and every partial match went in the end:
+    // each bound more events than the budget holds.
+    assert!(most > budget - budget / 8, "{most}");
+    assert_eq!(fewest, 0);
+    let stats = f.engine.stats();
+    assert_eq!(stats.evicted_key_bytes, 200, "{stats:?}");
+    assert_eq!(stats.evicted, stats.evicted_key_bytes, "{stats:?}");
+    assert_eq!(stats.evicted_total_bytes, 0);
+
+    // The honest customer's alert, exactly as without the hostile customer.
+    let mut alone = Fed::new(&bonus_abuse(), EngineOptions::default());
+    honest_abuse(&mut alone, t0 + 2000);
+    let honest: Vec<&OwnedRecord> = f.out.iter().filter(|r| r.key == "u-2".into()).collect();
+    assert_eq!(alone.out.len(), 1);
+    assert_eq!(honest.len(), 1, "{:?}", f.out);
+    assert_eq!(honest[0].fields, alone.out[0].fields);
+}
+
+/// The bytes each key holds are kept as partial matches come and go, never by walking their
+/// histories; after every event of a random stream they must equal a recount from scratch, over
+/// patterns that branch (shared histories), loop, time out, wait for an absence and skip, with
+/// strings long enough to live on the heap.
+#[test]
+fn the_state_bytes_kept_equal_a_recount_after_every_event() {
+    let text = r#"
+pattern any_loop
+    from s
+    key u
+    time ts
+    within 50ms
+    match a ~> b+? -> c
+    define
+        a = (t == "a")
+        b = (t == "b" and sum(b.x) < 1000)
+        c = (t == "c")
+    emit out { a: a.note, b: collect(b.note), n: count(b) }
+    on timeout emit late { a: a.note }
+    skip none
+
+pattern absent
+    from s
+    key u
+    time ts
+    within 30ms
+    match a -> b{2,} -> !c
+    define
+        a = (t == "a")
+        b = (t == "b")
+        c = (t == "c")
+    emit out { a: a.note, most: max(b.note) }
+    skip past last
+
+pattern strict
+    from s
+    key u
+    time ts
+    within 40ms
+    match a b* c
+    define
+        a = (t == "a")
+        b = (t == "b")
+        c = (t == "c")
+    emit out { a: a.note, all: collect(b.x) }
+    skip to next
+"#;
+    for (per_key, total) in [(u64::from(u32::MAX), u64::MAX), (6000, 15_000)] {
+        let opts = EngineOptions {
+            max_state_bytes_per_key: per_key,
+            max_state_bytes: total,
+            ..EngineOptions::default()
+        };
+        let mut f = Fed::new(text, opts);
+        let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let mut ts = 0;
+        for i in 0..3000 {
+            ts += next() % 4;
+            let t = ["a", "b", "b", "b", "c", "d"][(next() % 6) as usize];
+            let u = next() % 5;
+            // Every third note is longer than a string kept inline.
+            let note = if i % 3 == 0 {
+                format!("a note long enough for the heap {i}")
+            } else {
+                format!("n{i}")
+            };
+            let line = format!(
+                r#"{{"u":"u{u}","t":"{t}","x":{},"note":"{note}","ts":{ts}}}"#,
+                next() % 50
+            );
+            f.line("s", &line);
+            assert_eq!(
+                f.engine.stats().state_bytes,
+                recount(&f.engine),
+                "event {i}"
+            );
+            assert!(f.engine.stats().state_bytes <= total, "event {i}");
+        }
+        assert!(f.engine.stats().live_runs > 0);
+        // A snapshot read back is counted again from its histories, which no longer share.
+        let restored = EngineState::from_bytes(&f.engine.state().to_bytes()).unwrap();
+        let mut again = Engine::new(f.prog.clone(), EngineOptions::default());
+        again.restore(restored).unwrap();
+        assert_eq!(again.stats().state_bytes, recount(&again));
+        assert_eq!(again.stats().state_bytes, f.engine.stats().state_bytes);
+        f.engine.finish(&mut f.out);
+        assert_eq!(f.engine.stats().state_bytes, 0);
+        if per_key < u64::from(u32::MAX) {
+            let st = f.engine.stats();
+            assert!(st.evicted_key_bytes > 0, "{st:?}");
+            assert!(st.evicted_total_bytes > 0, "{st:?}");
+        }
+    }
+}
+
+/// A partial match evicted by the per-key budget writes no timeout record, as one evicted by
+/// the number of partial matches does not: it did not time out.
+#[test]
+fn partial_matches_evicted_by_the_byte_budget_write_no_timeout() {
+    let text = "pattern p\n  from s\n  key u\n  time ts\n  within 100ms\n  match a -> b\n  define\n    a = (t == \"a\")\n    b = (t == \"b\")\n  emit out { a: a.id }\n  on timeout emit late { a: a.id }\n  skip none\n";
+    let a = |i: i64| format!(r#"{{"u":"x","t":"a","id":{i},"ts":{i}}}"#);
+    // What one partial match costs, and the key with it.
+    let mut probe = Fed::new(text, EngineOptions::default());
+    probe.line("s", &a(1));
+    let one = probe.engine.stats().state_bytes;
+    probe.line("s", &a(2));
+    let run = probe.engine.stats().state_bytes - one;
+    // Room for two partial matches: five a's evict the three oldest.
+    let opts = EngineOptions {
+        max_state_bytes_per_key: one + run,
+        ..EngineOptions::default()
+    };
+    let mut f = Fed::new(text, opts);
+    for i in 1..=5 {
+        f.line("s", &a(i));
+    }
+    let stats = f.engine.stats();
+    assert_eq!((stats.evicted, stats.evicted_key_bytes), (3, 3));
+    assert_eq!(stats.state_bytes, one + run);
+    f.engine.finish(&mut f.out);
+    let late: Vec<&kairos::event::Value> = f.out.iter().map(|r| &r.fields[0].1).collect();
+    assert!(f.out.iter().all(|r| r.sink == "late"));
+    assert_eq!(late, [&4.into(), &5.into()]);
+}
+
+/// Beyond the total budget, the keys that hold the most lose their oldest partial matches; keys
+/// of one small partial match keep theirs and still match.
+#[test]
+fn the_total_budget_takes_from_the_keys_that_hold_the_most() {
+    let text = "pattern p\n  from s\n  key u\n  time ts\n  match a -> b+ -> c\n  define\n    a = (t == \"a\")\n    b = (t == \"b\")\n    c = (t == \"c\")\n  emit out { n: count(b) }\n  skip past last\n";
+    let ev = |u: &str, t: &str, ts: usize| format!(r#"{{"u":"{u}","t":"{t}","ts":{ts}}}"#);
+    let budget = 64 << 10;
+    let opts = EngineOptions {
+        max_state_bytes: budget,
+        ..EngineOptions::default()
+    };
+    let mut f = Fed::new(text, opts);
+    let mut ts = 0;
+    let mut tick = || {
+        ts += 1;
+        ts
+    };
+    for k in 0..50 {
+        let u = format!("small{k}");
+        f.line("s", &ev(&u, "a", tick()));
+        f.line("s", &ev(&u, "b", tick()));
+    }
+    let small = f.engine.stats().state_bytes;
+    // Ten partial matches of one key, each taking every b.
+    for _ in 0..10 {
+        f.line("s", &ev("big", "a", tick()));
+    }
+    let big_starts = f.engine.state().position;
+    for _ in 0..400 {
+        f.line("s", &ev("big", "b", tick()));
+        assert!(f.engine.stats().state_bytes <= budget);
+    }
+    let stats = f.engine.stats();
+    assert!(stats.evicted_total_bytes > 0, "{stats:?}");
+    assert_eq!(stats.evicted, stats.evicted_total_bytes);
+    // The small keys hold what they held; the big one's survivors are its newest.
+    let held = f.held();
+    let small_now: u64 = held
+        .iter()
+        .filter(|(k, _)| *k != "big".into())
+        .map(|(_, h)| h)
+        .sum();
+    assert_eq!(small_now, small);
+    if let Some((_, big)) = f.engine.state().patterns[0]
+        .keys
+        .iter()
+        .find(|(k, _)| **k == "big".into())
+    {
+        let starts: Vec<u64> = big.runs.iter().map(|r| r.start_seq).collect();
+        let oldest_kept = *starts.iter().min().unwrap();
+        assert!(starts.len() < 10);
+        assert_eq!(
+            oldest_kept,
+            big_starts - starts.len() as u64 + 1,
+            "{starts:?}"
+        );
+    }
+    for k in 0..50 {
+        f.line("s", &ev(&format!("small{k}"), "c", tick()));
+    }
+    let matched: Vec<&kairos::event::Value> = f.out.iter().map(|r| &r.key).collect();
+    assert_eq!(matched.len(), 50, "{matched:?}");
+    assert!(matched.iter().all(|k| **k != "big".into()));
+}
+
+/// Each shard's engine takes its share of the total budget, so that the shards together hold
+/// what one engine would.
+#[test]
+fn each_shard_holds_its_share_of_the_total_budget() {
+    let text = "pattern p\n  from s\n  key u\n  time ts\n  match a -> b+ -> c\n  define\n    a = (t == \"a\")\n    b = (t == \"b\")\n    c = (t == \"c\")\n  emit out { n: count(b) }\n";
+    let prog = Arc::new(program("shard.cep", text));
+    let budget = 256 << 10;
+    let opts = EngineOptions {
+        max_state_bytes: budget,
+        ..EngineOptions::default()
+    };
+    let key = kairos::event::Value::from("u1");
+    let shard = kairos::engine::shard_of(&key, 4);
+    let mut e = Engine::for_shard(prog.clone(), opts, shard, 4);
+    let dec = JsonDecoder::new(&prog.fields, prog.time_slots[0], prog.unit);
+    let mut out: Vec<OwnedRecord> = Vec::new();
+    let mut most = 0;
+    for i in 0..5000 {
+        let t = if i % 500 == 0 { "a" } else { "b" };
+        let mut ev = Event::with_slots(prog.fields.len());
+        dec.decode(
+            format!(r#"{{"u":"u1","t":"{t}","ts":{i}}}"#).as_bytes(),
+            0,
+            &mut ev,
+        )
+        .unwrap();
+        e.process(&mut ev, &mut out);
+        most = most.max(e.stats().state_bytes);
+    }
+    assert!(e.stats().evicted_total_bytes > 0);
+    assert!(most <= budget / 4, "{most}");
+    assert!(most > budget / 8, "{most}");
+}
+
+/// The snapshot of a key at its budget is bounded by it, and reads back on the 2 MiB stack of a
+/// spawned thread (where shards take their snapshots) however long the history: a partial match
+/// of a loop may bind tens of thousands of events within the default budget.
+#[test]
+fn a_snapshot_is_bounded_by_the_budget_and_reads_back_on_a_small_stack() {
+    let text = "pattern kleene\n  from s\n  time ts\n  match a -> b+ -> c\n  define\n    a = (t == \"a\")\n    b = (t == \"b\")\n    c = (t == \"c\")\n  emit out { n: count(b), total: sum(b.x) }\n";
+    let mut f = Fed::new(text, EngineOptions::default());
+    f.line("s", r#"{"t":"a","ts":1}"#);
+    let budget = EngineOptions::default().max_state_bytes_per_key;
+    let mut i = 1;
+    // Up to the last event before the budget evicts the partial match.
+    loop {
+        let before = f.engine.stats();
+        i += 1;
+        f.line("s", &format!(r#"{{"t":"b","x":{i},"ts":{i}}}"#));
+        let after = f.engine.stats();
+        if after.evicted > 0 {
+            assert_eq!(after.state_bytes, 0);
+            assert!(before.state_bytes <= budget);
+            break;
+        }
+    }
+    assert!(i > 30_000, "{i}");
+    // Again, stopping one event short of the budget.
+    let mut f = Fed::new(text, EngineOptions::default());
+    f.line("s", r#"{"t":"a","ts":1}"#);
+    for j in 2..i {
+        f.line("s", &format!(r#"{{"t":"b","x":{j},"ts":{j}}}"#));
+    }
+    let held = f.engine.stats().state_bytes;
+    let state = f.engine.state().clone();
+    let (len, back) = std::thread::spawn(move || {
+        let bytes = state.to_bytes();
+        (bytes.len() as u64, EngineState::from_bytes(&bytes).unwrap())
+    })
+    .join()
+    .expect("a long history reads back");
+    assert!(len <= held, "{len} > {held}");
+    let mut again = Fed::new(text, EngineOptions::default());
+    again.engine.restore(back.clone()).unwrap();
+    assert_eq!(again.engine.stats().state_bytes, held);
+    again.line("s", &format!(r#"{{"t":"c","ts":{i}}}"#));
+    assert_eq!(again.out.len(), 1);
+    assert_eq!(again.out[0].fields[0].1, ((i - 2) as i64).into());
+    // Restored under a smaller budget, the state is held to it at once.
+    let mut smaller = Fed::new(
+        text,
+        EngineOptions {
+            max_state_bytes_per_key: held / 2,
+            ..EngineOptions::default()
+        },
+    );
+    smaller.engine.restore(back).unwrap();
+    let stats = smaller.engine.stats();
+    assert_eq!((stats.evicted_key_bytes, stats.state_bytes), (1, 0));
+}
+
+/// `[engine] max_state_bytes_per_key` and `max_state_bytes`: read with their defaults, and a
+/// value out of range is an error at its line and column.
+#[test]
+fn the_budgets_are_read_from_the_engine_section_and_checked() {
+    use kairos::config::Config;
+    let base = "patterns = [\"p.cep\"]\n[kafka]\nbrokers = \"localhost:9092\"\n[engine]\n";
+    let err = |extra: &str| match Config::parse("k.toml", &format!("{base}{extra}")) {
+        Ok(_) => panic!("accepted {extra}"),
+        Err(e) => e.to_string(),
+    };
+    let c = Config::parse("k.toml", base).unwrap();
+    let defaults = EngineOptions::default();
+    assert_eq!(
+        *c.engine.max_state_bytes_per_key.get_ref(),
+        defaults.max_state_bytes_per_key
+    );
+    assert_eq!(
+        *c.engine.max_state_bytes.get_ref(),
+        defaults.max_state_bytes
+    );
+    assert_eq!(defaults.max_state_bytes_per_key, 4 << 20);
+    assert_eq!(defaults.max_state_bytes, 1 << 30);
+    let c = Config::parse(
+        "k.toml",
+        &format!("{base}max_state_bytes_per_key = 65536\nmax_state_bytes = 1048576\n"),
+    )
+    .unwrap();
+    assert_eq!(*c.engine.max_state_bytes_per_key.get_ref(), 65536);
+    assert_eq!(*c.engine.max_state_bytes.get_ref(), 1 << 20);
+    assert_eq!(
+        err("max_state_bytes_per_key = 0\n"),
+        "k.toml:5:27: [engine]: max_state_bytes_per_key must be between 1 and 4294967295 bytes, not 0"
+    );
+    assert_eq!(
+        err("max_state_bytes_per_key = 4294967296\n"),
+        "k.toml:5:27: [engine]: max_state_bytes_per_key must be between 1 and 4294967295 bytes, not 4294967296"
+    );
+    assert_eq!(
+        err("max_state_bytes = 0\n"),
+        "k.toml:5:19: [engine]: max_state_bytes must be at least 1 byte"
+    );
+    let e = err("max_state_bytes = -1\n");
+    assert!(e.starts_with("k.toml:5:19: "), "{e}");
+}
+
+/// `kairos replay --max-state-bytes-per-key` and `--max-state-bytes`: a hostile customer's
+/// partial matches are evicted and counted in the summary; a budget out of range is an error.
+#[test]
+fn replay_takes_the_budgets_as_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let payments = dir.path().join("payments.jsonl");
+    let bets = dir.path().join("bets.jsonl");
+    let t0 = 1_732_400_000_000i64;
+    let deposits: Vec<String> = (0..50).map(|i| deposit("u-1", 200, t0 + i)).collect();
+    let many: Vec<String> = (0..3000)
+        .map(|i| safe_bet("u-1", 20, t0 + 100 + i))
+        .collect();
+    std::fs::write(&payments, deposits.join("\n")).unwrap();
+    std::fs::write(&bets, many.join("\n")).unwrap();
+    let replay = |flags: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_kairos"))
+            .arg("replay")
+            .arg("--patterns")
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/patterns/bonus_abuse.cep"
+            ))
+            .arg("--input")
+            .arg(format!("payments={}", payments.display()))
+            .arg("--input")
+            .arg(format!("bets={}", bets.display()))
+            .args(flags)
+            .output()
+            .unwrap();
+        (out.status.code(), String::from_utf8(out.stderr).unwrap())
+    };
+    // Each partial match binds 3,000 bets of 384 bytes: by default the key keeps the three
+    // newest (3.4 MB), and a budget of 4 GiB keeps all fifty.
+    let (code, summary) = replay(&[]);
+    assert_eq!(code, Some(0), "{summary}");
+    assert!(summary.contains("  timeouts 3  "), "{summary}");
+    assert!(summary.contains("  evicted 47  "), "{summary}");
+    let (code, summary) = replay(&["--max-state-bytes-per-key", "4294967295"]);
+    assert_eq!(code, Some(0), "{summary}");
+    assert!(summary.contains("  evicted 0  "), "{summary}");
+    let (code, summary) = replay(&["--max-state-bytes-per-key", "65536"]);
+    assert_eq!(code, Some(0), "{summary}");
+    assert!(summary.contains("  evicted 50  "), "{summary}");
+    let (code, summary) = replay(&["--max-state-bytes", "65536"]);
+    assert_eq!(code, Some(0), "{summary}");
+    assert!(summary.contains("  evicted 50  "), "{summary}");
+    let (code, e) = replay(&["--max-state-bytes-per-key", "0"]);
+    assert_eq!(code, Some(2));
+    assert_eq!(
+        e.trim_end(),
+        "kairos: --max-state-bytes-per-key must be between 1 and 4294967295 bytes, not 0"
+    );
+    let (code, e) = replay(&["--max-state-bytes", "0"]);
+    assert_eq!(code, Some(2));
+    assert_eq!(
+        e.trim_end(),
+        "kairos: --max-state-bytes must be at least 1 byte"
+    );
+}
+
+/// `kairos_evictions_total` names the limit that evicted.
+#[test]
+fn the_evictions_metric_has_a_series_per_limit() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let m = kairos::metrics::PipelineMetrics::new(2);
+    m.shards[1].evicted.store(10, Relaxed);
+    m.shards[1].evicted_key_bytes.store(3, Relaxed);
+    m.shards[1].evicted_total_bytes.store(2, Relaxed);
+    let text = m.render();
+    for line in [
+        "# TYPE kairos_evictions_total counter",
+        "kairos_evictions_total{shard=\"0\",limit=\"max_runs_per_key\"} 0",
+        "kairos_evictions_total{shard=\"1\",limit=\"max_runs_per_key\"} 5",
+        "kairos_evictions_total{shard=\"1\",limit=\"max_state_bytes_per_key\"} 3",
+        "kairos_evictions_total{shard=\"1\",limit=\"max_state_bytes\"} 2",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line} not in\n{text}");
+    }
+}
+
+/// A log line that captures what the engine logs.
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Evictions are logged with their key and the limit, the first hundred and then one in ten
+/// thousand, so that a key that keeps overflowing cannot flood the log.
+#[test]
+fn evictions_are_logged_with_their_key_rate_limited() {
+    let logs = Captured::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    let text = "pattern p\n  from s\n  key u\n  time ts\n  match a -> b\n  define\n    a = (t == \"a\")\n    b = (t == \"b\")\n  emit out { a: a.id }\n  skip none\n";
+    tracing::subscriber::with_default(subscriber, || {
+        // One partial match a key: each a after the first evicts the one before.
+        let opts = EngineOptions {
+            max_runs_per_key: 1,
+            ..EngineOptions::default()
+        };
+        let mut f = Fed::new(text, opts);
+        for i in 0..=20_000 {
+            f.line("s", &format!(r#"{{"u":"x","t":"a","id":{i},"ts":{i}}}"#));
+        }
+        assert_eq!(f.engine.stats().evicted, 20_000);
+        // A byte budget that holds no partial match.
+        let opts = EngineOptions {
+            max_state_bytes_per_key: 1,
+            ..EngineOptions::default()
+        };
+        let mut f = Fed::new(text, opts);
+        f.line("s", r#"{"u":"y","t":"a","id":1,"ts":1}"#);
+        assert_eq!(f.engine.stats().evicted_key_bytes, 1);
+    });
+    let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let lines: Vec<&str> = logs.lines().collect();
+    // 100, then the 10,000th and the 20,000th; then the other engine's first.
+    assert_eq!(lines.len(), 103, "{logs}");
+    assert!(lines[..102]
+        .iter()
+        .all(|l| l.contains("partial matches evicted")
+            && l.contains("key=\"x\"")
+            && l.contains("max_runs_per_key")));
+    assert!(lines[101].contains("logged=20000"), "{}", lines[101]);
+    assert!(
+        lines[102].contains("key=\"y\"") && lines[102].contains("max_state_bytes_per_key"),
+        "{}",
+        lines[102]
     );
 }

@@ -32,6 +32,10 @@ pub fn state_bit(s: StateId) -> StateSet {
     1 << (s as u32).min(31)
 }
 
+/// What a key costs in the key map, besides its state's heap: its entry, its index slot and the
+/// index's control byte for it.
+pub const ENTRY_BYTES: usize = std::mem::size_of::<Entry>() + std::mem::size_of::<Slot>() + 1;
+
 /// The states `runs` are in.
 #[inline]
 pub fn states_of(runs: &[Run]) -> StateSet {
@@ -160,6 +164,17 @@ impl KeyMap {
         }
     }
 
+    /// Lets `change` alter every key's state, then removes the keys left without runs and
+    /// builds the index again: a pass over every key, for what is rare (state restored, the
+    /// total memory budget exceeded).
+    pub fn rework(&mut self, mut change: impl FnMut(&Value, &mut KeyState)) {
+        for e in &mut self.entries {
+            change(&e.key, &mut e.state);
+        }
+        self.entries.retain(|e| !e.state.runs.is_empty());
+        self.reindex();
+    }
+
     /// Builds the index again from the entries.
     fn reindex(&mut self) {
         self.index.clear();
@@ -243,6 +258,7 @@ mod tests {
         for &s in states {
             ks.runs.push(Run {
                 state: s,
+                bytes: 0,
                 path: None,
                 start_ts: 0,
                 start_seq: 0,

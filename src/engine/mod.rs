@@ -6,6 +6,27 @@
 //! strategy applies at once to every open run of the key. Windows close in event time: a timer
 //! per key fires when the earliest window of the key closes, also when the key has gone quiet.
 //!
+//! # Memory budgets
+//!
+//! A loop such as `b+` binds every event it takes, so one partial match, and with it one key,
+//! can grow without bound; `max_runs_per_key` bounds the number of partial matches, not their
+//! size. So each partial match carries the bytes it accounts for ([`Run::bytes`]): the run
+//! itself, and every event it bound, each a node of its history with the values kept of it
+//! ([`path::PathNode::bytes`]). A run that binds one more event accounts for its parent's bytes
+//! and the new node's, and a key for the sum of its runs' (kept as runs come and go, never by
+//! walking a history) and for its own entry ([`key_bytes`]). Histories that partial matches
+//! share are counted once for each, so the figure is an upper bound of the memory held, and
+//! exactly what a snapshot of the state holds, as a snapshot does not share them.
+//!
+//! Two budgets apply ([`EngineOptions`]). A key over `max_state_bytes_per_key` loses its oldest
+//! partial matches (by their first event) until it fits, on the event that took it over. Every
+//! key together over `max_state_bytes` sheds the oldest partial matches of the keys that hold
+//! the most, down to a common level, so that keys of a few partial matches keep theirs (the
+//! total is the engine's: an engine per shard takes its share, see [`Engine::for_shard`]).
+//! Evictions write nothing (an evicted partial match did not time
+//! out), are counted by the limit that made them ([`EngineStats`]) and logged with their key,
+//! rate-limited.
+//!
 //! ```
 //! use kairos::compile::{compile, CompileOptions, Source};
 //! use kairos::engine::{Engine, EngineOptions, OwnedRecord};
@@ -49,17 +70,62 @@ use std::sync::Arc;
 pub struct EngineOptions {
     /// The most partial matches one key may hold; beyond it the oldest are evicted (and counted).
     pub max_runs_per_key: usize,
+    /// The most bytes the partial matches of one key may hold (see the module's "Memory budgets");
+    /// beyond it the key's oldest are evicted (and counted). At most [`MAX_STATE_BYTES_PER_KEY`].
+    pub max_state_bytes_per_key: u64,
+    /// The most bytes the partial matches of every key may hold together; beyond it the keys
+    /// that hold the most lose their oldest (see the module's "Memory budgets"). An engine built with
+    /// [`Engine::for_shard`] takes its share: this divided by the number of shards.
+    pub max_state_bytes: u64,
     /// The lookup tables, by name; each engine reads the version current when an event starts.
     #[serde(skip)]
     pub tables: Vec<(String, crate::table::SharedTable)>,
 }
 
+/// The largest per-key budget: a key's figure is kept in 32 bits, beside its partial matches.
+pub const MAX_STATE_BYTES_PER_KEY: u64 = u32::MAX as u64;
+
 impl Default for EngineOptions {
+    /// 1024 partial matches and 4 MiB a key, 1 GiB in all: a customer's few partial matches
+    /// cost hundreds of bytes, so 4 MiB is thousands of times what an ordinary key holds and
+    /// still small beside the machine; 1 GiB holds the state of millions of ordinary keys, or of
+    /// 256 keys at their whole budget, and fits a normal machine with room for the rest.
     fn default() -> Self {
         EngineOptions {
             max_runs_per_key: 1024,
+            max_state_bytes_per_key: 4 << 20,
+            max_state_bytes: 1 << 30,
             tables: Vec::new(),
         }
+    }
+}
+
+/// An [`EngineOptions`] limit out of its range.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LimitError {
+    #[error("max_runs_per_key must be at least 1")]
+    RunsPerKey,
+    #[error(
+        "max_state_bytes_per_key must be between 1 and {MAX_STATE_BYTES_PER_KEY} bytes, not {0}"
+    )]
+    StateBytesPerKey(u64),
+    #[error("max_state_bytes must be at least 1 byte")]
+    StateBytes,
+}
+
+impl EngineOptions {
+    /// Checks that every limit is in its range.
+    pub fn validate(&self) -> Result<(), LimitError> {
+        if self.max_runs_per_key == 0 {
+            return Err(LimitError::RunsPerKey);
+        }
+        if !(1..=MAX_STATE_BYTES_PER_KEY).contains(&self.max_state_bytes_per_key) {
+            return Err(LimitError::StateBytesPerKey(self.max_state_bytes_per_key));
+        }
+        if self.max_state_bytes == 0 {
+            return Err(LimitError::StateBytes);
+        }
+        Ok(())
     }
 }
 
@@ -69,8 +135,15 @@ pub struct EngineStats {
     pub events: u64,
     pub matches: u64,
     pub timeouts: u64,
-    /// Partial matches dropped because a key held more than `max_runs_per_key`.
+    /// Partial matches evicted by any limit: a key over `max_runs_per_key` or
+    /// `max_state_bytes_per_key`, or every key together over `max_state_bytes`.
     pub evicted: u64,
+    /// Of `evicted`, those evicted because their key held more than `max_state_bytes_per_key`.
+    pub evicted_key_bytes: u64,
+    /// Of `evicted`, those evicted because every key together held more than `max_state_bytes`.
+    pub evicted_total_bytes: u64,
+    /// The bytes the open partial matches hold now, as the budgets count them.
+    pub state_bytes: u64,
     /// Partial matches dropped with their origin ([`Engine::drop_origins`]).
     pub dropped: u64,
     /// Partial matches open now.
@@ -83,6 +156,11 @@ pub struct EngineStats {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Run {
     pub state: StateId,
+    /// What the partial match accounts for in the memory budgets: this run and every event it
+    /// bound (see the module's "Memory budgets"). Computed again from the history when state is
+    /// restored.
+    #[serde(skip)]
+    pub bytes: u32,
     pub path: Option<Arc<PathNode>>,
     /// Time (ns) and input position of the first event.
     pub start_ts: i64,
@@ -105,6 +183,10 @@ pub struct KeyState {
     /// [`Event::origin`]): an event that leaves every run of the key as it is, and starts none,
     /// is passed over without reading the key's state.
     pub origin: u32,
+    /// The sum of the runs' [`Run::bytes`], kept as runs come and go; at most the per-key
+    /// budget, which is why 32 bits do (and fit beside `origin`).
+    #[serde(skip)]
+    bytes: u32,
 }
 
 impl Default for KeyState {
@@ -114,9 +196,34 @@ impl Default for KeyState {
             next_close: i64::MAX,
             scheduled: i64::MAX,
             origin: 0,
+            bytes: 0,
         }
     }
 }
+
+impl KeyState {
+    /// What the key holds in the memory budgets: its runs and, while it has any, the key
+    /// itself (`key_bytes`, see [`key_bytes`]); nothing once it has none, as it is removed.
+    #[inline]
+    pub fn held_bytes(&self, key_bytes: u64) -> u64 {
+        if self.runs.is_empty() {
+            0
+        } else {
+            key_bytes + u64::from(self.bytes)
+        }
+    }
+}
+
+/// What a key with open partial matches costs besides them: its entry in the key map, its
+/// slot in the index, a timer, and the key's own bytes where they do not fit inline.
+#[inline]
+pub fn key_bytes(key: &Value) -> u64 {
+    let fixed = keys::ENTRY_BYTES + std::mem::size_of::<Timer>();
+    (fixed + path::value_heap_bytes(key)) as u64
+}
+
+/// What a partial match costs before it binds an event: the run itself.
+const RUN_BYTES: u32 = std::mem::size_of::<Run>() as u32;
 
 /// The state of one pattern: its keys and their timers.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -180,6 +287,9 @@ struct Scratch {
     cond_cache: Vec<u8>,
     quiet: QuietCache,
     emit: EmitScratch,
+    log: EvictionLog,
+    /// What each key holds, while the total budget is enforced ([`shed`]).
+    held: Vec<u64>,
 }
 
 impl Scratch {
@@ -346,7 +456,15 @@ impl Engine {
 
     /// An engine that owns only the keys of shard `index` out of `count` (see [`shard_of`]):
     /// events of other keys are ignored.
-    pub fn for_shard(prog: Arc<Program>, opts: EngineOptions, index: usize, count: usize) -> Self {
+    /// The engine's share of `opts.max_state_bytes` is that divided by `count`: keys are spread
+    /// evenly over the shards, so the shards together hold what one engine would.
+    pub fn for_shard(
+        prog: Arc<Program>,
+        mut opts: EngineOptions,
+        index: usize,
+        count: usize,
+    ) -> Self {
+        opts.max_state_bytes = (opts.max_state_bytes / count.max(1) as u64).max(1);
         let mut e = Engine::new(prog, opts);
         e.shard = Some((index, count.max(1)));
         e
@@ -393,7 +511,54 @@ impl Engine {
             });
         }
         self.state = state;
+        self.account_restored();
         Ok(())
+    }
+
+    /// Counts the bytes of restored state, which a snapshot does not carry (its partial matches
+    /// no longer share their histories once read back, so each is counted whole, as it now
+    /// is), and holds it to the budgets, which may be smaller than those it was taken under.
+    fn account_restored(&mut self) {
+        let prog = &*self.prog;
+        let opts = &self.opts;
+        let stats = &mut self.stats;
+        stats.state_bytes = 0;
+        for (p, st) in prog.patterns.iter().zip(&mut self.state.patterns) {
+            st.keys.rework(|key, ks| {
+                for r in ks.runs.iter_mut() {
+                    let bytes = u64::from(RUN_BYTES) + PathNode::history_bytes(r.path.as_deref());
+                    r.bytes = u32::try_from(bytes).unwrap_or(u32::MAX);
+                }
+                let kb = key_bytes(key);
+                let bytes: u64 = ks.runs.iter().map(|r| u64::from(r.bytes)).sum();
+                if kb + bytes > opts.max_state_bytes_per_key {
+                    let (n, _) =
+                        evict_oldest(&mut ks.runs, kb, bytes, opts.max_state_bytes_per_key);
+                    ks.runs.drain(..n);
+                    stats.evicted += n as u64;
+                    stats.evicted_key_bytes += n as u64;
+                    log_eviction(
+                        &mut self.scratch.log,
+                        p,
+                        key,
+                        Limit::StateBytesPerKey,
+                        n,
+                        stats,
+                    );
+                }
+                settle_runs(p, ks);
+                stats.state_bytes += ks.held_bytes(kb);
+            });
+        }
+        if self.stats.state_bytes > self.opts.max_state_bytes {
+            shed(
+                prog,
+                &mut self.state.patterns,
+                self.opts.max_state_bytes,
+                &mut self.scratch,
+                &mut self.stats,
+            );
+        }
     }
 
     /// Processes one event: closes the windows that its time passes, then advances the partial
@@ -534,6 +699,15 @@ impl Engine {
                 None if self.fresh.runs.is_empty() => {}
                 None => keys.insert(hash, key.clone(), std::mem::take(&mut self.fresh)),
             }
+            if self.stats.state_bytes > self.opts.max_state_bytes {
+                shed(
+                    prog,
+                    &mut self.state.patterns,
+                    self.opts.max_state_bytes,
+                    &mut self.scratch,
+                    &mut self.stats,
+                );
+            }
         }
     }
 
@@ -568,17 +742,20 @@ impl Engine {
     /// committed offsets). Returns the runs dropped.
     pub fn drop_origins(&mut self, origins: &[u32]) -> u64 {
         let mut dropped = 0;
+        let mut freed = 0;
         for st in &mut self.state.patterns {
-            st.keys.retain(|_, ks| {
+            st.keys.retain(|key, ks| {
                 let keep = !origins.contains(&ks.origin);
                 if !keep {
                     dropped += ks.runs.len() as u64;
+                    freed += ks.held_bytes(key_bytes(key));
                 }
                 keep
             });
             // Timers of dropped keys find no key when they fire and are discarded then.
         }
         self.stats.dropped += dropped;
+        self.stats.state_bytes -= freed;
         dropped
     }
 
@@ -607,14 +784,78 @@ fn closes_silently(p: &CompiledPattern) -> bool {
 fn expire_all(st: &mut PatternState, stats: &mut EngineStats) {
     // The keys a timer would reach: those with a window to close. Each loses every run then,
     // runs without a window included, as `advance_key` closes them once time reaches the end.
-    st.keys.retain(|_, ks| {
+    st.keys.retain(|key, ks| {
         if ks.next_close == i64::MAX {
             return true;
         }
         stats.timeouts += ks.runs.len() as u64;
+        stats.state_bytes -= ks.held_bytes(key_bytes(key));
         false
     });
     st.timers.clear();
+}
+
+/// Brings the state of every key back under the total budget, once it is over: the keys that
+/// hold the most lose their oldest partial matches, down to a common level (water filling),
+/// until the total is an eighth below the budget. Keys of a few partial matches, nearly every
+/// customer, keep theirs unless every key is as small; the hostile or heavy keys pay. Finding
+/// the level is a pass over every key and a sort of their sizes, so it frees an eighth of the
+/// budget at once rather than the few bytes over it: the pass then comes at most once per
+/// eighth of the budget that the state grows, not once per event. Evicted partial matches write
+/// nothing and are counted in [`EngineStats::evicted_total_bytes`].
+#[cold]
+#[inline(never)]
+fn shed(
+    prog: &Program,
+    patterns: &mut [PatternState],
+    budget: u64,
+    scratch: &mut Scratch,
+    stats: &mut EngineStats,
+) {
+    let target = budget - budget / 8;
+    let Some(excess) = stats.state_bytes.checked_sub(target).filter(|e| *e > 0) else {
+        return;
+    };
+    let held = &mut scratch.held;
+    held.clear();
+    for st in patterns.iter() {
+        held.extend(st.keys.iter().map(|(k, ks)| ks.held_bytes(key_bytes(k))));
+    }
+    let level = water_level(held, excess);
+    for (p, st) in prog.patterns.iter().zip(patterns.iter_mut()) {
+        st.keys.rework(|key, ks| {
+            let kb = key_bytes(key);
+            let before = ks.held_bytes(kb);
+            if before <= level {
+                return;
+            }
+            let (n, _) = evict_oldest(&mut ks.runs, kb, u64::from(ks.bytes), level);
+            ks.runs.drain(..n);
+            settle_runs(p, ks);
+            stats.state_bytes = stats.state_bytes + ks.held_bytes(kb) - before;
+            stats.evicted += n as u64;
+            stats.evicted_total_bytes += n as u64;
+            log_eviction(&mut scratch.log, p, key, Limit::StateBytes, n, stats);
+        });
+    }
+}
+
+/// The level `c` such that cutting every value of `held` above `c` down to `c` removes at least
+/// `excess` (which is at most their sum), and as little more as whole values allow: the water
+/// level of [`shed`]. Sorts `held`, largest first.
+fn water_level(held: &mut [u64], excess: u64) -> u64 {
+    held.sort_unstable_by(|a, b| b.cmp(a));
+    let mut sum = 0u64;
+    for (i, &h) in held.iter().enumerate() {
+        sum += h;
+        let above = (i + 1) as u64;
+        let next = held.get(i + 1).copied().unwrap_or(0);
+        // Cutting the first `i + 1` down to `next` removes `sum - above * next`.
+        if sum - above * next >= excess {
+            return (sum - excess) / above;
+        }
+    }
+    0
 }
 
 /// Puts the key's earliest window close in the timer queue, unless an earlier entry is there.
@@ -690,6 +931,8 @@ fn advance_key(
     stats: &mut EngineStats,
     out: &mut dyn Output,
 ) {
+    let kb = key_bytes(key);
+    let held_before = ks.held_bytes(kb);
     loop {
         let close = ks.runs.iter().map(|r| window_close(p, r)).min();
         let Some(close) = close.filter(|c| *c <= now) else {
@@ -742,12 +985,22 @@ fn advance_key(
         }
         scratch.matches = expiring;
     }
-    ks.next_close = ks
-        .runs
-        .iter()
-        .map(|r| window_close(p, r))
-        .min()
-        .unwrap_or(i64::MAX);
+    settle_runs(p, ks);
+    stats.state_bytes = stats.state_bytes + ks.held_bytes(kb) - held_before;
+}
+
+/// Recomputes, after runs left a key other than by [`process_key`], its earliest window close
+/// and the bytes its runs hold.
+fn settle_runs(p: &CompiledPattern, ks: &mut KeyState) {
+    let mut close = i64::MAX;
+    let mut bytes = 0u64;
+    for r in &ks.runs {
+        close = close.min(window_close(p, r));
+        bytes += u64::from(r.bytes);
+    }
+    ks.next_close = close;
+    // Fewer runs than the key held, which fit in 32 bits.
+    ks.bytes = u32::try_from(bytes).unwrap_or(u32::MAX);
 }
 
 /// Evaluates an edge condition against a run.
@@ -1231,12 +1484,15 @@ fn process_key(
         cond_cache,
         quiet,
         emit: em,
+        log,
+        ..
     } = scratch;
     new_runs.clear();
     matches.clear();
     let ts_unit = prog.unit.from_nanos(now);
     let start = Run {
         state: nfa.start,
+        bytes: RUN_BYTES,
         path: None,
         start_ts: 0,
         start_seq: 0,
@@ -1345,6 +1601,7 @@ fn process_key(
                     }
                     let r = Run {
                         state: target,
+                        bytes: run.bytes,
                         path: run.path.clone(),
                         start_ts: run.start_ts,
                         start_seq: run.start_seq,
@@ -1368,6 +1625,7 @@ fn process_key(
                     };
                     let r = Run {
                         state: target,
+                        bytes: run.bytes.saturating_add(node.bytes()),
                         path: Some(node),
                         start_ts,
                         start_seq,
@@ -1396,14 +1654,24 @@ fn process_key(
             new_runs.append(from_one);
         }
     }
+    // What the key held before this event, for the engine's total.
+    let kb = key_bytes(key);
+    let held_before = ks.held_bytes(kb);
     if start_only {
         // The usual change, a new partial match and nothing else: appended in place, without
         // rebuilding the key's list.
-        if matches.is_empty() && nruns + from_one.len() <= opts.max_runs_per_key {
+        let added: u64 = from_one.iter().map(|r| u64::from(r.bytes)).sum();
+        if matches.is_empty()
+            && nruns + from_one.len() <= opts.max_runs_per_key
+            && kb + u64::from(ks.bytes) + added <= opts.max_state_bytes_per_key
+        {
             for r in from_one.drain(..) {
                 ks.next_close = ks.next_close.min(window_close(p, &r));
                 ks.runs.push(r);
             }
+            // Within the per-key budget, so within 32 bits.
+            ks.bytes += added as u32;
+            stats.state_bytes = stats.state_bytes + ks.held_bytes(kb) - held_before;
             return true;
         }
         changed = true;
@@ -1427,6 +1695,16 @@ fn process_key(
         new_runs.sort_by_key(|r| r.start_seq);
         new_runs.drain(..excess);
         stats.evicted += excess as u64;
+        log_eviction(log, p, key, Limit::RunsPerKey, excess, stats);
+    }
+    let mut bytes: u64 = new_runs.iter().map(|r| u64::from(r.bytes)).sum();
+    if !new_runs.is_empty() && kb + bytes > opts.max_state_bytes_per_key {
+        let n;
+        (n, bytes) = evict_oldest(new_runs, kb, bytes, opts.max_state_bytes_per_key);
+        new_runs.drain(..n);
+        stats.evicted += n as u64;
+        stats.evicted_key_bytes += n as u64;
+        log_eviction(log, p, key, Limit::StateBytesPerKey, n, stats);
     }
     ks.next_close = new_runs
         .iter()
@@ -1435,7 +1713,86 @@ fn process_key(
         .unwrap_or(i64::MAX);
     ks.runs.clear();
     ks.runs.extend(new_runs.drain(..));
+    // Within the per-key budget (emptied otherwise), so within 32 bits.
+    ks.bytes = bytes as u32;
+    stats.state_bytes = stats.state_bytes + ks.held_bytes(kb) - held_before;
     true
+}
+
+/// Evicts the oldest of `runs` (by their first event) until the key, `key_bytes` with the
+/// `bytes` the runs hold, fits in `budget`, or none is left: sorts them, oldest first, and
+/// returns how many of the first to drop with the bytes left after.
+fn evict_oldest(runs: &mut [Run], key_bytes: u64, mut bytes: u64, budget: u64) -> (usize, u64) {
+    // Stable, so that runs of the same first event keep their order.
+    runs.sort_by_key(|r| r.start_seq);
+    let mut n = 0;
+    while n < runs.len() && key_bytes + bytes > budget {
+        bytes -= u64::from(runs[n].bytes);
+        n += 1;
+    }
+    if n == runs.len() {
+        bytes = 0;
+    }
+    (n, bytes)
+}
+
+/// Which limit evicted partial matches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Limit {
+    /// `max_runs_per_key`.
+    RunsPerKey,
+    /// `max_state_bytes_per_key`.
+    StateBytesPerKey,
+    /// `max_state_bytes`.
+    StateBytes,
+}
+
+impl Limit {
+    /// The name of the limit's setting, as logs and metrics give it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Limit::RunsPerKey => "max_runs_per_key",
+            Limit::StateBytesPerKey => "max_state_bytes_per_key",
+            Limit::StateBytes => "max_state_bytes",
+        }
+    }
+}
+
+/// How many evictions have been logged: the first hundred are, then one in ten thousand, so
+/// that a key that keeps overflowing cannot flood the log (every eviction is counted).
+#[derive(Default)]
+struct EvictionLog {
+    events: u64,
+}
+
+/// Logs (rate-limited, see [`EvictionLog`]) that `n` partial matches of `key` were evicted by
+/// `limit`.
+#[cold]
+#[inline(never)]
+fn log_eviction(
+    log: &mut EvictionLog,
+    p: &CompiledPattern,
+    key: &Value,
+    limit: Limit,
+    n: usize,
+    stats: &EngineStats,
+) {
+    log.events += 1;
+    if log.events > 100 && log.events % 10_000 != 0 {
+        return;
+    }
+    let mut json = Vec::new();
+    key.write_json(&mut json);
+    tracing::warn!(
+        pattern = %p.name,
+        key = %String::from_utf8_lossy(&json),
+        limit = limit.name(),
+        evicted = n,
+        evicted_total = stats.evicted,
+        state_bytes = stats.state_bytes,
+        logged = log.events,
+        "partial matches evicted"
+    );
 }
 
 /// The node that binds `ev` to `name` after `prev`: the running aggregates folded on, and the
@@ -1485,6 +1842,7 @@ const _: () = assert!(crate::compile::nfa::MAX_STATES < STAYS as usize);
 fn stays(index: usize) -> Run {
     Run {
         state: STAYS,
+        bytes: 0,
         path: None,
         start_ts: 0,
         start_seq: index as u64,
@@ -1810,6 +2168,79 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// The water level cuts the largest values first, down to a common level, removing at
+    /// least what is asked and as little more as whole values allow.
+    #[test]
+    fn the_water_level_cuts_the_largest_first() {
+        let cut = |held: &[u64], excess: u64| {
+            let mut v = held.to_vec();
+            let level = water_level(&mut v, excess);
+            let removed: u64 = held.iter().map(|h| h.saturating_sub(level)).sum();
+            assert!(removed >= excess, "{held:?} {excess}: level {level}");
+            level
+        };
+        assert_eq!(cut(&[1, 10, 1], 5), 5);
+        assert_eq!(cut(&[10, 1, 8], 5), 6);
+        assert_eq!(cut(&[3, 3, 3], 9), 0);
+        assert_eq!(cut(&[3, 3, 3], 1), 2);
+        assert_eq!(cut(&[100, 2, 2, 2], 98), 2);
+        assert_eq!(cut(&[100, 2, 2, 2], 99), 1);
+    }
+
+    /// Eviction takes the runs that started first, until what is left fits.
+    #[test]
+    fn evict_oldest_takes_the_runs_that_started_first() {
+        let run = |start_seq: u64, bytes: u32| Run {
+            state: 0,
+            bytes,
+            path: None,
+            start_ts: 0,
+            start_seq,
+        };
+        let mut runs = vec![run(5, 10), run(2, 30), run(9, 10), run(2, 5)];
+        // 55 bytes and 5 for the key: a budget of 30 drops the oldest run, one of 29 both runs
+        // of position 2, in their order.
+        assert_eq!(evict_oldest(&mut runs, 5, 55, 30), (1, 25));
+        assert_eq!(evict_oldest(&mut runs, 5, 55, 29), (2, 20));
+        let order: Vec<(u64, u32)> = runs.iter().map(|r| (r.start_seq, r.bytes)).collect();
+        assert_eq!(order, [(2, 30), (2, 5), (5, 10), (9, 10)]);
+        // A budget below the key's own bytes leaves nothing.
+        assert_eq!(evict_oldest(&mut runs, 5, 55, 4), (4, 0));
+        // Within the budget, nothing goes.
+        assert_eq!(evict_oldest(&mut runs, 5, 55, 60), (0, 55));
+    }
+
+    /// The costs the budgets count, as docs/patterns.md and docs/config.md give them: a key of
+    /// 185 bytes and its length past 22, a bound event of 120 bytes with up to three values
+    /// and 24 more for each value past that (spilled, the values all move to the heap).
+    #[test]
+    fn the_counted_costs_are_those_documented() {
+        assert_eq!(key_bytes(&Value::from("u-1")), 185);
+        let long = "a key longer than fits inline: 40 bytes";
+        assert_eq!(key_bytes(&Value::from(long)), 185 + 16 + long.len() as u64);
+        let node = |n: usize| PathNode {
+            name: 0,
+            seq: 1,
+            prev: None,
+            vals: {
+                // Sized as `bind_event` sizes it: the capacity is what is counted.
+                let mut v = path::NodeValues::with_capacity(n);
+                v.extend((0..n).map(|i| Some(Value::Int(i as i64))));
+                v
+            },
+        };
+        assert_eq!(node(3).bytes(), 120);
+        assert_eq!(node(11).bytes(), 120 + 11 * 24);
+        let text = PathNode {
+            name: 0,
+            seq: 1,
+            prev: None,
+            vals: std::iter::once(Some(Value::from(long))).collect(),
+        };
+        assert_eq!(text.bytes(), 120 + 16 + long.len() as u32);
+        assert_eq!(RUN_BYTES, 32);
     }
 
     /// The memory a partial match costs is part of the engine's contract (see BENCHMARKS.md):

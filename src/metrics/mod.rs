@@ -39,7 +39,13 @@ pub struct ShardMetrics {
     pub events: AtomicU64,
     pub matches: AtomicU64,
     pub timeouts: AtomicU64,
+    /// Partial matches evicted by any limit; the next two are those evicted by the memory
+    /// budgets, the rest by `max_runs_per_key`.
     pub evicted: AtomicU64,
+    /// Evicted because their key held more than `max_state_bytes_per_key`.
+    pub evicted_key_bytes: AtomicU64,
+    /// Evicted because the shard's keys together held more than its share of `max_state_bytes`.
+    pub evicted_total_bytes: AtomicU64,
     pub dropped: AtomicU64,
     pub live_runs: AtomicU64,
     pub records: AtomicU64,
@@ -170,7 +176,7 @@ impl PipelineMetrics {
             let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
         }
         type Field = fn(&ShardMetrics) -> &AtomicU64;
-        let per_shard: [(&str, &str, &str, Field); 8] = [
+        let per_shard: [(&str, &str, &str, Field); 7] = [
             (
                 "kairos_shard_events_total",
                 "counter",
@@ -188,12 +194,6 @@ impl PipelineMetrics {
                 "counter",
                 "Partial matches that timed out.",
                 |s| &s.timeouts,
-            ),
-            (
-                "kairos_evictions_total",
-                "counter",
-                "Partial matches evicted by the per-key limit.",
-                |s| &s.evicted,
             ),
             (
                 "kairos_revoked_runs_total",
@@ -221,6 +221,24 @@ impl PipelineMetrics {
             let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");
             for (i, s) in self.shards.iter().enumerate() {
                 let _ = writeln!(o, "{name}{{shard=\"{i}\"}} {}", g(f(s)));
+            }
+        }
+        let _ = writeln!(
+            o,
+            "# HELP kairos_evictions_total Partial matches evicted, by the limit that evicted them.\n# TYPE kairos_evictions_total counter"
+        );
+        for (i, s) in self.shards.iter().enumerate() {
+            let (key_bytes, total_bytes) = (g(&s.evicted_key_bytes), g(&s.evicted_total_bytes));
+            let runs = g(&s.evicted).saturating_sub(key_bytes + total_bytes);
+            for (limit, v) in [
+                ("max_runs_per_key", runs),
+                ("max_state_bytes_per_key", key_bytes),
+                ("max_state_bytes", total_bytes),
+            ] {
+                let _ = writeln!(
+                    o,
+                    "kairos_evictions_total{{shard=\"{i}\",limit=\"{limit}\"}} {v}"
+                );
             }
         }
         let _ = writeln!(

@@ -568,6 +568,8 @@ impl Pipeline {
             report.engine.matches += out.stats.matches;
             report.engine.timeouts += out.stats.timeouts;
             report.engine.evicted += out.stats.evicted;
+            report.engine.evicted_key_bytes += out.stats.evicted_key_bytes;
+            report.engine.evicted_total_bytes += out.stats.evicted_total_bytes;
             report.engine.dropped += out.stats.dropped;
             report.shard_backpressure_ns += out.backpressure_ns;
             report.records += out.records;
@@ -599,6 +601,9 @@ fn publish_shard(m: &ShardMetrics, stats: &EngineStats, records: u64, backpressu
     m.matches.store(stats.matches, Relaxed);
     m.timeouts.store(stats.timeouts, Relaxed);
     m.evicted.store(stats.evicted, Relaxed);
+    m.evicted_key_bytes.store(stats.evicted_key_bytes, Relaxed);
+    m.evicted_total_bytes
+        .store(stats.evicted_total_bytes, Relaxed);
     m.dropped.store(stats.dropped, Relaxed);
     m.records.store(records, Relaxed);
     m.backpressure_ns.store(backpressure_ns, Relaxed);
