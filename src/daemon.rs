@@ -17,10 +17,12 @@ use crate::compile::{load::load, CompileOptions, Program};
 use crate::config::{Config, ConfigError, Guarantee};
 use crate::engine::{EngineOptions, EngineState};
 use crate::io::kafka::checkpoint::{Checkpoints, Position, Snapshot, WINDOW};
-use crate::io::kafka::sink::{self, Deliveries, KafkaProducer, KafkaSink, Txn, TxnHandoff};
-use crate::io::kafka::source::{
-    self, RebalanceEvent, Rejected, Reorder, SourceContext, TopicInput,
+use crate::io::kafka::event_time::{EventClock, Start, Watermarks};
+use crate::io::kafka::health::{Health, HealthLimits};
+use crate::io::kafka::sink::{
+    self, Deliveries, KafkaProducer, KafkaSink, Txn, TxnBarrier, TxnHandoff,
 };
+use crate::io::kafka::source::{self, RebalanceEvent, Rejected, SourceContext, TopicInput};
 use crate::io::kafka::{check_brokers, consumer_config, producer_config, KafkaIoError};
 use crate::metrics::admin::{AdminServer, AdminSource};
 use crate::metrics::PipelineMetrics;
@@ -53,6 +55,11 @@ pub enum DaemonError {
     Table(String),
     #[error("a record could not be delivered or a transaction failed; the input will be read again from the last checkpoint on restart")]
     Delivery,
+    #[error("stopped without the last checkpoint: {in_flight} records were still undelivered after 30 s; the input since the last checkpoint will be read again on restart")]
+    Undrained {
+        /// Records handed to the producer and not acknowledged.
+        in_flight: u64,
+    },
 }
 
 /// What a daemon did, when it stops.
@@ -174,20 +181,18 @@ fn topics(c: &Config) -> Vec<&str> {
     t
 }
 
-struct Health {
+/// What the admin listener serves: the figures, and the health verdict.
+struct AdminView {
     metrics: Arc<PipelineMetrics>,
-    checkpoints: Arc<Checkpoints>,
+    health: Arc<Health>,
 }
 
-impl AdminSource for Health {
+impl AdminSource for AdminView {
     fn metrics(&self) -> String {
         self.metrics.render()
     }
     fn health(&self) -> Result<(), String> {
-        if self.checkpoints.poisoned() {
-            return Err("a record could not be delivered; checkpoints have stopped".into());
-        }
-        Ok(())
+        self.health.verdict()
     }
 }
 
@@ -196,6 +201,7 @@ fn producer(
     checkpoints: &Arc<Checkpoints>,
     metrics: &Arc<PipelineMetrics>,
     transactional_id: Option<&str>,
+    dead_letters: bool,
 ) -> Result<KafkaProducer, KafkaIoError> {
     let props = Config::properties(&config.kafka.producer);
     let mut pc = producer_config(&config.kafka.brokers, &props);
@@ -206,6 +212,7 @@ fn producer(
         checkpoints: checkpoints.clone(),
         metrics: metrics.clone(),
         retries: Mutex::new(Vec::new()),
+        dead_letters,
     };
     pc.create_with_context(ctx)
         .map_err(KafkaIoError::client("cannot create the Kafka producer"))
@@ -284,6 +291,16 @@ pub fn run(
     check_brokers(&cc, &brokers, &topics(&config), Duration::from_secs(10))?;
 
     let checkpoints = Arc::new(Checkpoints::new(shards));
+    let session_timeout = consumer_props
+        .iter()
+        .rev()
+        .find(|(k, _)| k == "session.timeout.ms")
+        .and_then(|(_, v)| v.parse().ok())
+        .map_or(Duration::from_secs(45), Duration::from_millis);
+    let health = Arc::new(Health::new(
+        checkpoints.clone(),
+        HealthLimits::new(interval, session_timeout),
+    ));
     // One registry for the pipeline's figures and the daemon's own counters.
     let metrics = PipelineMetrics::new(shards);
     let txn_id = eos.then(|| {
@@ -299,8 +316,10 @@ pub fn run(
         &checkpoints,
         &metrics,
         txn_id.as_deref(),
+        false,
     )?);
-    let dlq_producer = producer(&config, &checkpoints, &metrics, None)?;
+    let dlq_producer = producer(&config, &checkpoints, &metrics, None, true)?;
+    let dlq_max_bytes = max_message_bytes(&Config::properties(&config.kafka.producer));
     let handoff = Arc::new(TxnHandoff::default());
     let txn_timeout = Duration::from_secs(30);
     if eos {
@@ -335,9 +354,9 @@ pub fn run(
         Some(addr) => Some(
             AdminServer::start(
                 addr,
-                Arc::new(Health {
+                Arc::new(AdminView {
                     metrics: metrics.clone(),
-                    checkpoints: checkpoints.clone(),
+                    health: health.clone(),
                 }),
             )
             .map_err(DaemonError::Admin)?,
@@ -352,6 +371,7 @@ pub fn run(
         events: Mutex::new(Vec::new()),
         metrics: metrics.clone(),
         commits: Mutex::new(Vec::new()),
+        health: health.clone(),
     };
     let consumer: BaseConsumer<SourceContext> = cc
         .create_with_context(ctx)
@@ -390,18 +410,34 @@ pub fn run(
     });
 
     let hold = inputs.iter().map(|i| i.lateness).max().unwrap_or(0);
+    let topic_names = inputs
+        .iter()
+        .map(|i| std::ffi::CString::new(i.topic.as_str()).unwrap_or_default())
+        .collect();
+    let reset_to_end = matches!(
+        consumer_props
+            .iter()
+            .rev()
+            .find(|(k, _)| k == "auto.offset.reset")
+            .map(|(_, v)| v.as_str()),
+        Some("latest" | "end" | "largest")
+    );
     let mut src = SourceLoop {
         consumer: Arc::new(consumer),
         out: out_producer.clone(),
         inputs,
-        reorder: Reorder::new(hold),
+        topic_names,
+        reset_to_end,
+        clock: EventClock::new(hold),
         positions: FxHashMap::default(),
         assigned: Vec::new(),
         pipeline: &mut pipeline,
         dlq: dlq_producer,
         dlq_topic: config.kafka.dead_letter_topic.clone(),
+        dlq_max_bytes,
         checkpoints: checkpoints.clone(),
         metrics: metrics.clone(),
+        health,
         handoff,
         eos,
         state_dir,
@@ -440,6 +476,50 @@ pub fn run(
     })
 }
 
+/// The low and high watermarks of a partition as librdkafka last saw them in a fetch answer,
+/// without asking the broker (rdkafka does not wrap this call).
+fn cached_watermarks(
+    consumer: &BaseConsumer<SourceContext>,
+    topic: &std::ffi::CStr,
+    partition: i32,
+) -> Watermarks {
+    let (mut low, mut high) = (-1i64, -1i64);
+    // SAFETY: the client handle lives as long as `consumer`; `topic` is NUL-terminated and
+    // outlives the call; librdkafka only writes the two integers it is given.
+    let err = unsafe {
+        rdkafka::bindings::rd_kafka_get_watermark_offsets(
+            consumer.client().native_ptr(),
+            topic.as_ptr(),
+            partition,
+            &mut low,
+            &mut high,
+        )
+    };
+    let ok = err == rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR;
+    Watermarks {
+        low: (ok && low >= 0).then_some(low),
+        high: (ok && high >= 0).then_some(high),
+    }
+}
+
+/// librdkafka's `message.max.bytes` among producer properties (its default where unset).
+fn max_message_bytes(props: &[(String, String)]) -> usize {
+    props
+        .iter()
+        .rev()
+        .find(|(k, _)| k == "message.max.bytes")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(1_000_000)
+}
+
+/// How much of a dead letter's payload fits under `max_bytes`, with `rest` bytes of key and
+/// headers, and room for the record's framing.
+fn dead_letter_room(max_bytes: usize, rest: usize) -> usize {
+    /// Header names, the truncation header and the record batch's framing, generously.
+    const FRAMING: usize = 1024;
+    max_bytes.saturating_sub(rest + FRAMING)
+}
+
 fn hostname() -> String {
     std::fs::read_to_string("/etc/hostname")
         .map(|s| s.trim().to_string())
@@ -453,6 +533,8 @@ fn hostname() -> String {
 struct Open {
     id: u64,
     positions: Vec<Position>,
+    /// The event time the engine had reached at the barrier.
+    event_time: i64,
 }
 
 struct SourceLoop<'p> {
@@ -460,15 +542,22 @@ struct SourceLoop<'p> {
     /// The records' producer (the sink's), for sending failed deliveries again.
     out: Arc<KafkaProducer>,
     inputs: Vec<TopicInput>,
-    reorder: Reorder,
+    /// The input topics' names for librdkafka, by input.
+    topic_names: Vec<std::ffi::CString>,
+    /// Whether a partition without a committed offset is read from its end.
+    reset_to_end: bool,
+    clock: EventClock,
     /// By origin: the next offset to read.
     positions: FxHashMap<u32, i64>,
     assigned: Vec<(String, i32)>,
     pipeline: &'p mut Pipeline,
     dlq: KafkaProducer,
     dlq_topic: Option<String>,
+    /// The dead-letter producer's `message.max.bytes`: a larger dead letter has its payload cut.
+    dlq_max_bytes: usize,
     checkpoints: Arc<Checkpoints>,
     metrics: Arc<PipelineMetrics>,
+    health: Arc<Health>,
     handoff: Arc<TxnHandoff>,
     eos: bool,
     state_dir: Option<PathBuf>,
@@ -532,22 +621,32 @@ impl SourceLoop<'_> {
     /// Time, deliveries and checkpoints, about every millisecond.
     fn housekeeping(&mut self, idle_advance: i64) -> Result<(), DaemonError> {
         let now = now_ns() as i64;
+        let stall = (10 * idle_advance).max(1_000_000_000);
+        let (consumer, names) = (&self.consumer, &self.topic_names);
+        self.clock.refresh(now, stall, |origin| {
+            let (input, partition) = source::unpack_origin(origin);
+            names.get(input).map_or(
+                Watermarks {
+                    low: None,
+                    high: None,
+                },
+                |topic| cached_watermarks(consumer, topic, partition),
+            )
+        });
+        while let Some(ev) = self.clock.release() {
+            self.pipeline.push(ev);
+        }
         let quiet = now - self.last_event_wall;
         if quiet >= idle_advance {
-            // A quiet input: event time moves with the wall clock, so that windows still close
-            // and absences still fire.
-            let base = if self.reorder.newest == i64::MIN {
-                0
-            } else {
-                self.reorder.newest
-            };
-            let event_time = base.saturating_add(quiet - idle_advance);
-            while let Some(ev) = self.reorder.release(event_time) {
-                self.pipeline.push(ev);
+            // A quiet input: arrival time moves with the wall clock; event time too, once every
+            // partition has been read to its end, so that windows still close and absences
+            // still fire.
+            if self.clock.idle(quiet, idle_advance).is_some() {
+                while let Some(ev) = self.clock.release() {
+                    self.pipeline.push(ev);
+                }
             }
-            if self.reorder.newest != i64::MIN {
-                self.pipeline.advance(event_time, now);
-            }
+            self.pipeline.advance(self.clock.engine_time(), now);
         }
         sink::resend(&self.dlq);
         sink::resend(&self.out);
@@ -573,11 +672,21 @@ impl SourceLoop<'_> {
         match source::decode(input, m, arrival, &mut ev) {
             Ok(()) => {
                 ev.origin = origin;
-                match self.reorder.admit(input, ev, m.offset()) {
+                let (consumer, names) = (&self.consumer, &self.topic_names);
+                let watermarks = |origin| {
+                    let (input, partition) = source::unpack_origin(origin);
+                    names.get(input).map_or(
+                        Watermarks {
+                            low: None,
+                            high: None,
+                        },
+                        |topic| cached_watermarks(consumer, topic, partition),
+                    )
+                };
+                match self.clock.admit(input, ev, m.offset(), watermarks) {
                     Ok(Some(ev)) => self.pipeline.push(ev),
                     Ok(None) => {
-                        let newest = self.reorder.newest;
-                        while let Some(ev) = self.reorder.release(newest) {
+                        while let Some(ev) = self.clock.release() {
                             self.pipeline.push(ev);
                         }
                     }
@@ -602,7 +711,29 @@ impl SourceLoop<'_> {
         let partition = m.partition().to_string();
         let offset = m.offset().to_string();
         let error = why.to_string();
-        let headers = OwnedHeaders::new_with_capacity(4)
+        let payload = m.payload().unwrap_or_default();
+        let key = m.key().unwrap_or_default();
+        let room = dead_letter_room(
+            self.dlq_max_bytes,
+            key.len() + m.topic().len() + partition.len() + offset.len() + error.len(),
+        );
+        let size = payload.len().to_string();
+        let cut = payload.len() > room;
+        let payload = if cut {
+            self.metrics.dead_letters_truncated.fetch_add(1, Relaxed);
+            tracing::warn!(
+                topic = m.topic(),
+                partition = m.partition(),
+                offset = m.offset(),
+                size = payload.len(),
+                kept = room,
+                "dead letter larger than the producer's message.max.bytes; its payload is cut"
+            );
+            &payload[..room]
+        } else {
+            payload
+        };
+        let mut headers = OwnedHeaders::new_with_capacity(5)
             .insert(Header {
                 key: "kairos-source-topic",
                 value: Some(m.topic()),
@@ -619,19 +750,18 @@ impl SourceLoop<'_> {
                 key: "kairos-error",
                 value: Some(&error),
             });
+        if cut {
+            headers = headers.insert(Header {
+                key: sink::TRUNCATED_HEADER,
+                value: Some(&size),
+            });
+        }
         let epoch = self.next_barrier;
         let o = (epoch as usize) << 4;
-        if let Err(e) = sink::send(
-            &self.dlq,
-            topic,
-            m.key(),
-            m.payload().unwrap_or_default(),
-            headers,
-            o,
-        ) {
-            tracing::error!(topic, error = %e, "cannot produce a dead letter; input offsets will not be committed past it");
-            self.metrics.delivery_failures.fetch_add(1, Relaxed);
-            self.checkpoints.poison();
+        if let Err(e) = sink::send(&self.dlq, topic, m.key(), payload, headers, o) {
+            // Never a reason to stop: the event stays in its source topic at this offset.
+            tracing::error!(topic, error = %e, source_topic = m.topic(), partition = m.partition(), offset = m.offset(), "cannot produce a dead letter; it is passed over");
+            self.metrics.dead_letter_failures.fetch_add(1, Relaxed);
         }
     }
 
@@ -648,9 +778,26 @@ impl SourceLoop<'_> {
             match e {
                 RebalanceEvent::Assign(parts) => {
                     tracing::info!(partitions = ?parts, "partitions assigned");
+                    let committed = self.committed(&parts);
                     if self.first_assignment {
                         self.first_assignment = false;
-                        self.restore(&parts);
+                        if let Some(committed) = &committed {
+                            self.restore(&parts, committed);
+                        }
+                    }
+                    for (t, p) in &parts {
+                        let Some(ti) = self.inputs.iter().position(|i| i.topic == *t) else {
+                            continue;
+                        };
+                        if !self.inputs[ti].event_time {
+                            continue;
+                        }
+                        let start = match committed.as_ref().and_then(|c| c.get(&(t.clone(), *p))) {
+                            Some(&o) => Start::Offset(o),
+                            None if self.reset_to_end => Start::End,
+                            None => Start::Beginning,
+                        };
+                        self.clock.assign(source::origin(ti, *p), start);
                     }
                     self.assigned.extend(parts);
                 }
@@ -667,7 +814,7 @@ impl SourceLoop<'_> {
                         .map(|s| s.dropped.load(Relaxed))
                         .sum::<u64>();
                     self.pipeline.drop_origins(&origins);
-                    self.reorder.drop_origins(&origins);
+                    self.clock.revoke(&origins);
                     for o in &origins {
                         self.positions.remove(o);
                     }
@@ -688,9 +835,36 @@ impl SourceLoop<'_> {
             .map(|ti| source::origin(ti, partition))
     }
 
+    /// The committed offsets of `parts` (those with none are absent), or `None` when the
+    /// group coordinator cannot tell.
+    fn committed(&self, parts: &[(String, i32)]) -> Option<FxHashMap<(String, i32), i64>> {
+        let mut tpl = TopicPartitionList::new();
+        for (t, p) in parts {
+            tpl.add_partition(t, *p);
+        }
+        match self
+            .consumer
+            .committed_offsets(tpl, Duration::from_secs(10))
+        {
+            Ok(c) => Some(
+                c.elements()
+                    .iter()
+                    .filter_map(|e| match e.offset() {
+                        Offset::Offset(o) => Some(((e.topic().to_string(), e.partition()), o)),
+                        _ => None,
+                    })
+                    .collect(),
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read committed offsets; partitions are read from where the consumer starts, with no partial matches restored");
+                None
+            }
+        }
+    }
+
     /// On the first assignment: resumes the newest snapshot whose positions are exactly the
     /// committed offsets of the partitions it shares with the assignment.
-    fn restore(&mut self, parts: &[(String, i32)]) {
+    fn restore(&mut self, parts: &[(String, i32)], committed: &FxHashMap<(String, i32), i64>) {
         let Some(dir) = &self.state_dir else { return };
         let list = match Snapshot::list(dir) {
             Ok(l) => l,
@@ -699,25 +873,7 @@ impl SourceLoop<'_> {
                 return;
             }
         };
-        let mut tpl = TopicPartitionList::new();
-        for (t, p) in parts {
-            tpl.add_partition(t, *p);
-        }
-        let committed = match self
-            .consumer
-            .committed_offsets(tpl, Duration::from_secs(10))
-        {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot read committed offsets; starting empty");
-                return;
-            }
-        };
-        let committed_of =
-            |t: &str, p: i32| match committed.find_partition(t, p).map(|e| e.offset()) {
-                Some(Offset::Offset(o)) => Some(o),
-                _ => None,
-            };
+        let committed_of = |t: &str, p: i32| committed.get(&(t.to_string(), p)).copied();
         tracing::debug!(snapshots = list.len(), "looking for a snapshot to resume");
         for path in list.iter().rev() {
             let snap = match Snapshot::read(path) {
@@ -784,6 +940,7 @@ impl SourceLoop<'_> {
                 }
             }
             self.restored = true;
+            self.clock.restore(snap.event_time);
             self.next_barrier = snap.id + 1;
             self.completed = snap.id;
             tracing::info!(snapshot = %path.display(), checkpoint = snap.id, "engine state restored");
@@ -800,13 +957,9 @@ impl SourceLoop<'_> {
             .positions
             .iter()
             .filter_map(|(&origin, &next)| {
-                let ti = (origin >> 20) as usize;
-                let partition = (origin & 0xF_FFFF) as i32;
+                let (ti, partition) = source::unpack_origin(origin);
                 let input = self.inputs.get(ti)?;
-                let offset = self
-                    .reorder
-                    .min_offset(origin)
-                    .map_or(next, |h| h.min(next));
+                let offset = self.clock.min_offset(origin).map_or(next, |h| h.min(next));
                 Some(Position {
                     topic: input.topic.clone(),
                     partition,
@@ -826,16 +979,26 @@ impl SourceLoop<'_> {
         let id = self.next_barrier;
         self.next_barrier += 1;
         let positions = self.positions();
+        let event_time = self.clock.engine_time();
         if self.eos {
-            let cgm = self.consumer.group_metadata();
+            let group = self.consumer.group_metadata();
             self.handoff
                 .pending
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .push((id, positions.clone(), cgm));
+                .push(TxnBarrier {
+                    id,
+                    positions: positions.clone(),
+                    event_time,
+                    group,
+                });
         }
         self.pipeline.barrier(id, self.state_dir.is_some());
-        self.open.push(Open { id, positions });
+        self.open.push(Open {
+            id,
+            positions,
+            event_time,
+        });
     }
 
     /// Commits every checkpoint that is complete, oldest first (at-least-once; under
@@ -847,6 +1010,7 @@ impl SourceLoop<'_> {
                 if self.checkpoints.sealed() >= first.id {
                     self.completed = first.id;
                     self.open.remove(0);
+                    self.health.checkpoint_completed();
                     continue;
                 }
                 break;
@@ -854,11 +1018,16 @@ impl SourceLoop<'_> {
             if !self.checkpoints.complete(self.completed + 1, first.id) {
                 break;
             }
-            let Open { id, positions } = self.open.remove(0);
+            let Open {
+                id,
+                positions,
+                event_time,
+            } = self.open.remove(0);
             let states = self.checkpoints.take_states(id);
             if let (Some(dir), false) = (&self.state_dir, positions.is_empty()) {
                 let snap = Snapshot {
                     id,
+                    event_time,
                     fingerprint: self.fingerprint,
                     positions: positions.clone(),
                     states: states.into_iter().map(Option::unwrap_or_default).collect(),
@@ -878,10 +1047,15 @@ impl SourceLoop<'_> {
                     tracing::warn!(error = %e, "offset commit failed; the next checkpoint commits again");
                     continue;
                 }
-                self.unconfirmed.push(Open { id, positions });
+                self.unconfirmed.push(Open {
+                    id,
+                    positions,
+                    event_time,
+                });
             }
             self.completed = id;
             self.metrics.checkpoints.fetch_add(1, Relaxed);
+            self.health.checkpoint_completed();
         }
         Ok(())
     }
@@ -914,7 +1088,7 @@ impl SourceLoop<'_> {
 
     /// Shutting down: a last barrier, then waits (up to 30 s) for it to complete and commit.
     fn drain(&mut self) -> Result<(), DaemonError> {
-        while let Some(ev) = self.reorder.release(i64::MAX) {
+        while let Some(ev) = self.clock.release_any() {
             self.pipeline.push(ev);
         }
         self.barrier();
@@ -931,7 +1105,9 @@ impl SourceLoop<'_> {
             }
         }
         if self.completed < last {
-            tracing::warn!("the last checkpoint did not complete in 30 s; its input will be read again on restart");
+            return Err(DaemonError::Undrained {
+                in_flight: self.checkpoints.in_flight().max(0) as u64,
+            });
         }
         Ok(())
     }

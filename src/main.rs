@@ -254,6 +254,10 @@ fn run_daemon(config: PathBuf, check: bool, json_logs: bool) -> Result<i32> {
             tracing::error!("{e}");
             Ok(3)
         }
+        Err(e @ kairos::daemon::DaemonError::Undrained { .. }) => {
+            tracing::error!("{e}");
+            Ok(4)
+        }
         Err(e) => Err(e.into()),
     }
 }

@@ -72,6 +72,11 @@ pub struct PipelineMetrics {
     pub sink_latency: Percentiles,
     /// Events that could not be parsed (sent to the dead-letter topic where there is one).
     pub dead_letters: AtomicU64,
+    /// Dead letters that could not be produced even with their payload cut: logged with their
+    /// topic, partition and offset, and passed over.
+    pub dead_letter_failures: AtomicU64,
+    /// Dead letters whose payload was cut to fit the producer's message size limit.
+    pub dead_letters_truncated: AtomicU64,
     /// Events later than the allowed lateness.
     pub late: AtomicU64,
     /// Records handed to the broker and not yet acknowledged.
@@ -124,6 +129,16 @@ impl PipelineMetrics {
             "kairos_dead_letters_total",
             "Events that could not be parsed.",
             g(&self.dead_letters),
+        );
+        counter(
+            "kairos_dead_letter_failures_total",
+            "Dead letters that could not be produced even with their payload cut (logged with their topic, partition and offset).",
+            g(&self.dead_letter_failures),
+        );
+        counter(
+            "kairos_dead_letters_truncated_total",
+            "Dead letters whose payload was cut to fit the producer's message size limit.",
+            g(&self.dead_letters_truncated),
         );
         counter(
             "kairos_late_events_total",

@@ -62,6 +62,29 @@ impl Broker {
 
     fn tansu() -> Broker {
         let port = free_port();
+        Broker::Tansu {
+            child: Broker::spawn_tansu(port),
+            port,
+        }
+    }
+
+    /// Whether this is a real broker (tansu), not the mock cluster.
+    pub fn is_real(&self) -> bool {
+        matches!(self, Broker::Tansu { .. })
+    }
+
+    /// Stops the broker and starts a new one on the same port: with in-memory storage, every
+    /// topic is gone and must be created again (with new topic ids).
+    pub fn restart_empty(&mut self) {
+        let Broker::Tansu { child, port } = self else {
+            panic!("only a tansu broker restarts")
+        };
+        let _ = child.kill();
+        let _ = child.wait();
+        *child = Broker::spawn_tansu(*port);
+    }
+
+    fn spawn_tansu(port: u16) -> Child {
         let url = format!("tcp://127.0.0.1:{port}");
         let child = Command::new("tansu")
             .args([
@@ -81,7 +104,7 @@ impl Broker {
             assert!(Instant::now() < deadline, "tansu did not listen on {port}");
             std::thread::sleep(Duration::from_millis(50));
         }
-        Broker::Tansu { child, port }
+        child
     }
 
     pub fn bootstrap(&self) -> String {

@@ -3,6 +3,8 @@
 //! the mock cluster.
 
 mod broker;
+mod event_time;
+mod hardening;
 #[path = "../common/mod.rs"]
 mod common;
 

@@ -9,9 +9,10 @@
 //!
 //! With a state directory, the engine state taken at the barrier is written to a snapshot
 //! before the commit, and a restart whose committed offsets equal a snapshot's resumes its
-//! partial matches. A snapshot is removed only once a newer one's offsets are known to be
-//! committed, because a crash between writing a snapshot and the broker confirming its commit
-//! leaves an older one as the match.
+//! partial matches. The directory keeps what a restore can need, and no more (see
+//! [`Snapshot::prune`]): the newest snapshot whose commit the broker confirmed (a crash between
+//! writing a snapshot and the broker confirming its commit leaves that one as the match), and
+//! the [`KEEP_NEWEST`] newest, whose commits may be confirmed yet.
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -21,6 +22,10 @@ use std::sync::Mutex;
 
 /// Epochs that may be open at once; the source skips a barrier rather than open more.
 pub const WINDOW: u64 = 64;
+
+/// Snapshots kept besides the newest confirmed one: those whose commits may still be
+/// confirmed. A state directory holds at most `KEEP_NEWEST + 1` snapshots.
+pub const KEEP_NEWEST: usize = 3;
 
 /// What the source, the sink and the delivery reports share.
 #[derive(Debug)]
@@ -133,6 +138,9 @@ pub struct Position {
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Snapshot {
     pub id: u64,
+    /// The event time the engine had reached at the barrier: after a restore, no older event
+    /// may enter (see [`super::event_time`]).
+    pub event_time: i64,
     /// A hash of the loaded patterns: a snapshot of other patterns is not restored.
     pub fingerprint: u64,
     pub positions: Vec<Position>,
@@ -156,9 +164,9 @@ pub enum SnapshotError {
 
 impl Snapshot {
     /// Writes `dir/checkpoint-ID.bin` (through a temporary file and a rename, so a crash never
-    /// leaves half a snapshot) and removes those older than `keep_from`, the newest snapshot
-    /// whose offsets the broker has confirmed.
-    pub fn write(&self, dir: &Path, keep_from: u64) -> Result<PathBuf, SnapshotError> {
+    /// leaves half a snapshot), then prunes the directory with `confirmed`, the newest
+    /// checkpoint whose offsets the broker has confirmed (see [`Snapshot::prune`]).
+    pub fn write(&self, dir: &Path, confirmed: u64) -> Result<PathBuf, SnapshotError> {
         let io = |path: &Path| {
             let path = path.to_path_buf();
             move |source| SnapshotError::Io { path, source }
@@ -178,12 +186,40 @@ impl Snapshot {
             f.sync_all().map_err(io(&tmp))?;
         }
         std::fs::rename(&tmp, &path).map_err(io(&path))?;
-        for old in Snapshot::list(dir)? {
-            if Snapshot::id_of(&old).is_some_and(|id| id < keep_from) {
-                let _ = std::fs::remove_file(old);
+        Snapshot::prune(dir, confirmed)?;
+        Ok(path)
+    }
+
+    /// Removes every snapshot of `dir` but the newest whose id is at most `confirmed` (the
+    /// newest checkpoint whose commit the broker confirmed) and the [`KEEP_NEWEST`] newest.
+    /// Returns how many were removed. Should commits go unconfirmed for longer, the oldest
+    /// unconfirmed snapshots go too: the directory stays bounded, and a restart that finds no
+    /// snapshot matching the committed offsets starts with no partial matches, and says so.
+    pub fn prune(dir: &Path, confirmed: u64) -> Result<usize, SnapshotError> {
+        // A crash while writing leaves a temporary file; no other write is under way now.
+        if let Ok(rd) = std::fs::read_dir(dir) {
+            for e in rd.flatten() {
+                let name = e.file_name();
+                let name = name.to_string_lossy();
+                if name.starts_with(".checkpoint-") && name.ends_with(".tmp") {
+                    let _ = std::fs::remove_file(e.path());
+                }
             }
         }
-        Ok(path)
+        let list = Snapshot::list(dir)?;
+        let ids: Vec<Option<u64>> = list.iter().map(|p| Snapshot::id_of(p)).collect();
+        let base = ids.iter().flatten().filter(|&&id| id <= confirmed).max();
+        let newest_from = list.len().saturating_sub(KEEP_NEWEST);
+        let mut removed = 0;
+        for (i, (path, id)) in list.iter().zip(&ids).enumerate() {
+            if i >= newest_from || (id.is_some() && id.as_ref() == base) {
+                continue;
+            }
+            if std::fs::remove_file(path).is_ok() {
+                removed += 1;
+            }
+        }
+        Ok(removed)
     }
 
     /// The checkpoint id in a snapshot's file name.
@@ -239,5 +275,60 @@ impl Snapshot {
         bincode::serde::decode_from_slice(body, bincode::config::standard())
             .map(|(s, _)| s)
             .map_err(|_| corrupt())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snapshot(id: u64) -> Snapshot {
+        Snapshot {
+            id,
+            event_time: 0,
+            fingerprint: 1,
+            positions: vec![Position {
+                topic: "t".into(),
+                partition: 0,
+                offset: id as i64,
+            }],
+            states: vec![vec![0; 16]],
+        }
+    }
+
+    fn ids(dir: &Path) -> Vec<u64> {
+        Snapshot::list(dir)
+            .unwrap()
+            .iter()
+            .filter_map(|p| Snapshot::id_of(p))
+            .collect()
+    }
+
+    #[test]
+    fn the_directory_keeps_the_newest_confirmed_and_the_newest_few() {
+        let dir = tempfile::tempdir().unwrap();
+        for id in 1..=10 {
+            snapshot(id).write(dir.path(), 4).unwrap();
+        }
+        assert_eq!(ids(dir.path()), vec![4, 8, 9, 10]);
+        // Confirmations catch up: the old base goes.
+        snapshot(11).write(dir.path(), 10).unwrap();
+        assert_eq!(ids(dir.path()), vec![9, 10, 11]);
+    }
+
+    #[test]
+    fn unconfirmed_commits_do_not_grow_the_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        for id in 1..=200 {
+            snapshot(id).write(dir.path(), 0).unwrap();
+        }
+        assert_eq!(ids(dir.path()), vec![198, 199, 200]);
+        std::fs::write(
+            dir.path().join(".checkpoint-00000000000000000201.tmp"),
+            b"x",
+        )
+        .unwrap();
+        Snapshot::prune(dir.path(), 0).unwrap();
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), KEEP_NEWEST);
     }
 }

@@ -8,6 +8,8 @@
 //! overrides these defaults.
 
 pub mod checkpoint;
+pub mod event_time;
+pub mod health;
 pub mod sink;
 pub mod source;
 pub mod table_topic;

@@ -36,6 +36,31 @@ pub struct Deliveries {
     pub metrics: Arc<PipelineMetrics>,
     /// Failed deliveries waiting to be sent again by [`resend`].
     pub retries: Mutex<Vec<Retry>>,
+    /// Whether this producer writes dead letters. A dead letter too large for the broker is
+    /// sent again with its payload cut; one that cannot be delivered at all is logged and
+    /// counted, and does not stop checkpoints: a poison message must never stop the stream.
+    pub dead_letters: bool,
+}
+
+/// The header a dead letter carries when its payload was cut to fit: the original size.
+pub const TRUNCATED_HEADER: &str = "kairos-payload-truncated";
+
+fn headers_of(msg: &rdkafka::message::BorrowedMessage<'_>) -> Vec<(String, Vec<u8>)> {
+    msg.headers()
+        .map(|h| {
+            h.iter()
+                .map(|x| (x.key.to_string(), x.value.unwrap_or_default().to_vec()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn header<'a>(headers: &'a [(String, Vec<u8>)], key: &str) -> &'a str {
+    headers
+        .iter()
+        .find(|(k, _)| k == key)
+        .and_then(|(_, v)| std::str::from_utf8(v).ok())
+        .unwrap_or("?")
 }
 
 /// The opaque of a record: its epoch and how many times it has been sent.
@@ -60,17 +85,40 @@ impl ProducerContext for Deliveries {
                 self.metrics.deliveries_acked.fetch_add(1, Relaxed);
                 self.metrics.deliveries_in_flight.fetch_sub(1, Relaxed);
             }
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge), msg))
+                if self.dead_letters && !msg.payload().unwrap_or_default().is_empty() =>
+            {
+                // The broker's limit is below the producer's: the dead letter goes again with
+                // its headers only, which say how large the payload was.
+                let size = msg.payload().unwrap_or_default().len();
+                let mut headers = headers_of(msg);
+                headers.retain(|(k, _)| k != TRUNCATED_HEADER);
+                headers.push((TRUNCATED_HEADER.into(), size.to_string().into_bytes()));
+                tracing::warn!(
+                    topic = msg.topic(),
+                    source_topic = header(&headers, "kairos-source-topic"),
+                    partition = header(&headers, "kairos-source-partition"),
+                    offset = header(&headers, "kairos-source-offset"),
+                    size,
+                    "dead letter too large for the broker; sending it again without its payload"
+                );
+                self.metrics.dead_letters_truncated.fetch_add(1, Relaxed);
+                let r = Retry {
+                    topic: msg.topic().to_string(),
+                    key: msg.key().map(<[u8]>::to_vec),
+                    payload: Vec::new(),
+                    headers,
+                    opaque: o,
+                };
+                self.retries
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(r);
+            }
             Err((e, msg)) if attempt + 1 < DELIVERY_ATTEMPTS => {
                 tracing::warn!(topic = msg.topic(), error = %e, attempt, "delivery failed; sending again");
                 self.metrics.delivery_retries.fetch_add(1, Relaxed);
-                let headers = msg
-                    .headers()
-                    .map(|h| {
-                        h.iter()
-                            .map(|x| (x.key.to_string(), x.value.unwrap_or_default().to_vec()))
-                            .collect()
-                    })
-                    .unwrap_or_default();
+                let headers = headers_of(msg);
                 let r = Retry {
                     topic: msg.topic().to_string(),
                     key: msg.key().map(<[u8]>::to_vec),
@@ -82,6 +130,13 @@ impl ProducerContext for Deliveries {
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .push(r);
+            }
+            Err((e, msg)) if self.dead_letters => {
+                let headers = headers_of(msg);
+                tracing::error!(topic = msg.topic(), error = %e, source_topic = header(&headers, "kairos-source-topic"), partition = header(&headers, "kairos-source-partition"), offset = header(&headers, "kairos-source-offset"), "a dead letter could not be delivered; it is passed over (the event stays in its source topic at that offset)");
+                self.metrics.dead_letter_failures.fetch_add(1, Relaxed);
+                self.metrics.deliveries_in_flight.fetch_sub(1, Relaxed);
+                self.checkpoints.delivered(epoch);
             }
             Err((e, msg)) => {
                 let payload = String::from_utf8_lossy(msg.payload().unwrap_or_default());
@@ -161,15 +216,28 @@ pub fn resend(producer: &KafkaProducer) {
             h,
             r.opaque,
         ) {
-            tracing::error!(topic = r.topic, error = %e, "cannot send a record again; input offsets will not be committed past it");
-            ctx.metrics.delivery_failures.fetch_add(1, Relaxed);
-            ctx.checkpoints.poison();
+            if ctx.dead_letters {
+                tracing::error!(topic = r.topic, error = %e, source_topic = header(&r.headers, "kairos-source-topic"), partition = header(&r.headers, "kairos-source-partition"), offset = header(&r.headers, "kairos-source-offset"), "cannot send a dead letter again; it is passed over (the event stays in its source topic at that offset)");
+                ctx.metrics.dead_letter_failures.fetch_add(1, Relaxed);
+            } else {
+                tracing::error!(topic = r.topic, error = %e, "cannot send a record again; input offsets will not be committed past it");
+                ctx.metrics.delivery_failures.fetch_add(1, Relaxed);
+                ctx.checkpoints.poison();
+            }
         }
     }
 }
 
-/// A barrier's id, the positions and the consumer's group metadata at the barrier.
-pub type TxnBarrier = (u64, Vec<Position>, Option<ConsumerGroupMetadata>);
+/// A barrier as the source took it, for the exactly-once sink to commit.
+pub struct TxnBarrier {
+    pub id: u64,
+    /// The input positions at the barrier.
+    pub positions: Vec<Position>,
+    /// The event time the engine had reached at the barrier.
+    pub event_time: i64,
+    /// The consumer's group metadata, for committing the offsets in the transaction.
+    pub group: Option<ConsumerGroupMetadata>,
+}
 
 /// What the exactly-once sink needs from the source at each barrier.
 #[derive(Default)]
@@ -223,10 +291,16 @@ impl KafkaSink {
                 .pending
                 .lock()
                 .unwrap_or_else(|p| p.into_inner());
-            let i = p.iter().position(|e| e.0 == id);
+            let i = p.iter().position(|e| e.id == id);
             i.map(|i| p.remove(i))
         };
-        let Some((_, positions, cgm)) = entry else {
+        let Some(TxnBarrier {
+            positions,
+            event_time,
+            group: cgm,
+            ..
+        }) = entry
+        else {
             return Err(format!("barrier {id} reached the sink without its offsets"));
         };
         let ctx = self.producer.context();
@@ -234,6 +308,7 @@ impl KafkaSink {
         if let Some(dir) = &txn.state_dir {
             let snap = Snapshot {
                 id,
+                event_time,
                 fingerprint: txn.fingerprint,
                 positions: positions.clone(),
                 states: states.into_iter().map(Option::unwrap_or_default).collect(),

@@ -7,8 +7,6 @@ use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance};
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::statistics::Statistics;
 use rdkafka::ClientContext;
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 
@@ -26,6 +24,8 @@ pub struct SourceContext {
     pub metrics: Arc<PipelineMetrics>,
     /// Offset commits the broker confirmed, as (topic, partition, offset) lists.
     pub commits: Mutex<Vec<Vec<(String, i32, i64)>>>,
+    /// Told by the statistics whether a broker is connected and the group settled.
+    pub health: Arc<super::health::Health>,
 }
 
 fn partitions(tpl: &rdkafka::TopicPartitionList) -> Vec<(String, i32)> {
@@ -45,6 +45,12 @@ impl ClientContext for SourceContext {
             .map(|p| p.consumer_lag)
             .sum();
         self.metrics.consumer_lag.store(lag.max(0) as u64, Relaxed);
+        self.health
+            .brokers_connected(s.brokers.values().any(|b| b.state == "UP"));
+        if let Some(g) = &s.cgrp {
+            self.health
+                .group_settled(g.state == "up" && g.join_state == "steady");
+        }
     }
 }
 
@@ -102,6 +108,11 @@ pub fn origin(topic: usize, partition: i32) -> u32 {
     ((topic as u32) << 20) | (partition as u32 & 0xF_FFFF)
 }
 
+/// The input topic number and partition of an [`origin`].
+pub fn unpack_origin(origin: u32) -> (usize, i32) {
+    ((origin >> 20) as usize, (origin & 0xF_FFFF) as i32)
+}
+
 /// One input topic and how its messages become events.
 pub struct TopicInput {
     pub topic: String,
@@ -123,11 +134,11 @@ pub enum Rejected {
     Decode(#[from] DecodeError),
     #[error("empty message")]
     Empty,
-    #[error("late: event time {ts} is {behind}ns behind the newest event time {newest} (allowed lateness {lateness}ns)")]
+    #[error("late: event time {ts} is {behind}ns behind the event time already reached, {frontier} (allowed lateness {lateness}ns)")]
     Late {
         ts: i64,
         behind: i64,
-        newest: i64,
+        frontier: i64,
         lateness: i64,
     },
 }
@@ -149,114 +160,4 @@ pub fn decode(
         }
     }
     Ok(())
-}
-
-/// An event held back for the allowed lateness.
-struct Held {
-    ts: i64,
-    seq: u64,
-    ev: Event,
-    offset: i64,
-}
-
-impl PartialEq for Held {
-    fn eq(&self, o: &Self) -> bool {
-        (self.ts, self.seq) == (o.ts, o.seq)
-    }
-}
-impl Eq for Held {}
-impl PartialOrd for Held {
-    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(o))
-    }
-}
-impl Ord for Held {
-    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
-        (self.ts, self.seq).cmp(&(o.ts, o.seq))
-    }
-}
-
-/// Puts events of several partitions back in event-time order, holding each for the allowed
-/// lateness; an event later than that is rejected. With no lateness allowed, nothing is held.
-#[derive(Default)]
-pub struct Reorder {
-    /// The newest event time seen (ns).
-    pub newest: i64,
-    held: BinaryHeap<Reverse<Held>>,
-    seq: u64,
-    /// The largest allowed lateness of any stream: how long events are held.
-    hold: i64,
-}
-
-impl Reorder {
-    pub fn new(hold_ns: i64) -> Reorder {
-        Reorder {
-            newest: i64::MIN,
-            held: BinaryHeap::new(),
-            seq: 0,
-            hold: hold_ns,
-        }
-    }
-
-    /// Checks `ev` against the lateness of its stream. `Ok(Some(ev))`: pass it on now;
-    /// `Ok(None)`: held; `Err`: too late.
-    pub fn admit(
-        &mut self,
-        input: &TopicInput,
-        ev: Event,
-        offset: i64,
-    ) -> Result<Option<Event>, (Event, Rejected)> {
-        if !input.event_time {
-            return Ok(Some(ev));
-        }
-        if self.newest != i64::MIN && ev.ts < self.newest.saturating_sub(input.lateness) {
-            let r = Rejected::Late {
-                ts: ev.ts,
-                behind: self.newest - ev.ts,
-                newest: self.newest,
-                lateness: input.lateness,
-            };
-            return Err((ev, r));
-        }
-        self.newest = self.newest.max(ev.ts);
-        if self.hold == 0 {
-            return Ok(Some(ev));
-        }
-        self.seq += 1;
-        self.held.push(Reverse(Held {
-            ts: ev.ts,
-            seq: self.seq,
-            ev,
-            offset,
-        }));
-        Ok(None)
-    }
-
-    /// The next held event whose time has come (its time at or before `now - hold`).
-    pub fn release(&mut self, now: i64) -> Option<Event> {
-        let limit = now.saturating_sub(self.hold);
-        if self.held.peek().is_some_and(|h| h.0.ts <= limit) {
-            self.held.pop().map(|h| h.0.ev)
-        } else {
-            None
-        }
-    }
-
-    /// The smallest offset held of origin `origin`, if any (the commit may not pass it).
-    pub fn min_offset(&self, origin: u32) -> Option<i64> {
-        self.held
-            .iter()
-            .filter(|h| h.0.ev.origin == origin)
-            .map(|h| h.0.offset)
-            .min()
-    }
-
-    /// Forgets held events of `origins` (their partitions were revoked).
-    pub fn drop_origins(&mut self, origins: &[u32]) {
-        self.held.retain(|h| !origins.contains(&h.0.ev.origin));
-    }
-
-    pub fn held(&self) -> usize {
-        self.held.len()
-    }
 }
