@@ -1,12 +1,13 @@
 //! Micro-benchmarks of the hot path: JSON decoding alone, the matcher alone over pre-parsed
-//! events, the cost of a long window, and a Kleene loop with a running sum.
+//! events, the cost of a long window, a Kleene loop with a running sum, and a hostile customer
+//! against the memory budgets.
 //!
 //! Run: `cargo bench --bench engine`. The input is the betting stream of `kairos-gen` (10,000
 //! customers), generated in memory with the same generator logic.
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use kairos::compile::{compile, CompileOptions, Program, Source};
-use kairos::engine::{Engine, EngineOptions, Record};
+use kairos::engine::{Engine, EngineOptions, Record, MAX_STATE_BYTES_PER_KEY};
 use kairos::event::{Event, JsonDecoder, TimeUnit};
 use std::sync::Arc;
 
@@ -194,8 +195,19 @@ fn bench_window_length(c: &mut Criterion) {
     g.finish();
 }
 
+/// Budgets no state of these benchmarks reaches: what they measure is the work on the state.
+fn unbounded() -> EngineOptions {
+    EngineOptions {
+        max_state_bytes_per_key: MAX_STATE_BYTES_PER_KEY,
+        max_state_bytes: u64::MAX,
+        ..EngineOptions::default()
+    }
+}
+
 /// A greedy loop whose condition reads the running sum of the loop: the cost of one more
-/// iteration must not depend on how many the partial match already holds.
+/// iteration must not depend on how many the partial match already holds. The pattern has no
+/// key, so with 100,000 iterations its one key holds 12 MB: the budgets are lifted, as the
+/// loop's cost is what is measured.
 fn bench_kleene_sum(c: &mut Criterion) {
     let prog = program("pattern kleene\n  from events\n  time ts\n  match s -> b+ -> e\n  define\n    s = (type == \"start\")\n    b = (type == \"bet\" and sum(b.stake) < 1000000000)\n    e = (type == \"end\")\n  emit out { n: count(b), total: sum(b.stake) }\n");
     let mut g = c.benchmark_group("kleene_running_sum");
@@ -213,7 +225,7 @@ fn bench_kleene_sum(c: &mut Criterion) {
         g.bench_function(format!("per_event_with_{held}_held"), |b| {
             b.iter_batched_ref(
                 || {
-                    let mut engine = Engine::new(prog.clone(), EngineOptions::default());
+                    let mut engine = Engine::new(prog.clone(), unbounded());
                     let mut sink = |_: &Record<'_>| {};
                     for ev in warm.to_vec().iter_mut() {
                         engine.process(ev, &mut sink);
@@ -233,11 +245,76 @@ fn bench_kleene_sum(c: &mut Criterion) {
     g.finish();
 }
 
+/// `patterns/bonus_abuse.cep` against one customer who deposits 200 times and then places
+/// 2,000 safe bets inside the window: every bet binds one event to each open partial match.
+/// With the default budgets the customer keeps the newest partial matches that fit in 4 MiB and
+/// the others are evicted; with the budgets lifted all 200 grow to 150 MB. Per event.
+fn bench_state_budget(c: &mut Criterion) {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/patterns/bonus_abuse.cep"
+    ))
+    .expect("the example pattern");
+    let prog = program(&text);
+    let stream = |name: &str| prog.streams.iter().position(|s| s == name).unwrap();
+    let (payments, bets) = (stream("payments"), stream("bets"));
+    let t0 = 1_732_400_000_000u64;
+    let mut events = Vec::new();
+    for i in 0..2200u64 {
+        let (s, line) = if i < 200 {
+            (
+                payments,
+                format!(
+                    r#"{{"user_id":"u-1","kind":"deposit","amount":200,"method":"card","ts":{}}}"#,
+                    t0 + i
+                ),
+            )
+        } else {
+            (
+                bets,
+                format!(
+                    r#"{{"user_id":"u-1","product":"sports","odds":1.2,"stake":20,"ts":{}}}"#,
+                    t0 + i
+                ),
+            )
+        };
+        let dec = JsonDecoder::new(&prog.fields, prog.time_slots[s], prog.unit);
+        let mut ev = Event::with_slots(prog.fields.len());
+        dec.decode(line.as_bytes(), 0, &mut ev).expect("valid");
+        ev.stream = s as u16;
+        events.push(ev);
+    }
+    let mut g = c.benchmark_group("state_budget");
+    g.throughput(Throughput::Elements(events.len() as u64));
+    g.sample_size(10);
+    for (name, opts) in [
+        ("hostile_customer_default_budgets", EngineOptions::default()),
+        ("hostile_customer_unbounded", unbounded()),
+    ] {
+        g.bench_function(name, |b| {
+            b.iter_batched_ref(
+                || events.clone(),
+                |evs| {
+                    let mut engine = Engine::new(prog.clone(), opts.clone());
+                    let mut sink = |_: &Record<'_>| {};
+                    for ev in evs.iter_mut() {
+                        engine.process(ev, &mut sink);
+                    }
+                    engine.stats().state_bytes
+                },
+                BatchSize::LargeInput,
+            )
+        });
+    }
+    g.finish();
+}
+
 criterion_group!(
     benches,
     bench_parse,
     bench_matcher,
     bench_window_length,
-    bench_kleene_sum
+    bench_kleene_sum,
+    bench_state_budget
 );
 criterion_main!(benches);
