@@ -242,9 +242,31 @@ pub struct PipelineConfig {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdminConfig {
-    /// Where `/metrics` and `/health` are served; "" turns the listener off.
+    /// Where `/metrics` and `/health` are served; "" turns the listener off. The environment
+    /// variable `KAIROS_ADMIN_ADDRESS`, when set, takes its place (see
+    /// [`ADMIN_ADDRESS_VARIABLE`]).
     #[serde(default = "default_admin")]
     pub address: Spanned<String>,
+    /// Connections served at once; beyond them a new connection is answered 503 and closed.
+    #[serde(default = "default_admin_connections")]
+    pub max_connections: Spanned<usize>,
+    /// How long a client has to send its request head, and then to take the response.
+    #[serde(default = "default_admin_timeout")]
+    pub request_timeout: Spanned<String>,
+}
+
+/// The environment variable that replaces `[admin] address` when set: a container publishes
+/// the admin port only if the listener binds the container's own interface (`0.0.0.0:9464`),
+/// while the file keeps the loopback address that suits a host.
+pub const ADMIN_ADDRESS_VARIABLE: &str = "KAIROS_ADMIN_ADDRESS";
+
+fn default_admin_connections() -> Spanned<usize> {
+    Spanned::new(0..0, crate::metrics::admin::DEFAULT_MAX_CONNECTIONS)
+}
+
+fn default_admin_timeout() -> Spanned<String> {
+    let secs = crate::metrics::admin::DEFAULT_REQUEST_TIMEOUT.as_secs();
+    Spanned::new(0..0, format!("{secs}s"))
 }
 
 fn default_admin() -> Spanned<String> {
@@ -255,6 +277,8 @@ impl Default for AdminConfig {
     fn default() -> Self {
         AdminConfig {
             address: default_admin(),
+            max_connections: default_admin_connections(),
+            request_timeout: default_admin_timeout(),
         }
     }
 }
@@ -364,6 +388,7 @@ impl Config {
         self.checkpoint_interval()?;
         self.idle_advance()?;
         self.admin_address()?;
+        self.admin_options()?;
         for s in &self.streams {
             self.lateness(s)?;
         }
@@ -472,8 +497,21 @@ impl Config {
         }
     }
 
-    /// The admin address, or `None` when turned off.
+    /// The admin address, or `None` when turned off: `KAIROS_ADMIN_ADDRESS` where it is set,
+    /// the file's `[admin] address` otherwise.
     pub fn admin_address(&self) -> Result<Option<SocketAddr>, ConfigError> {
+        if let Some(value) = std::env::var_os(ADMIN_ADDRESS_VARIABLE) {
+            let value = value.to_string_lossy();
+            if value.is_empty() {
+                return Ok(None);
+            }
+            return value.parse().map(Some).map_err(|_| ConfigError::File {
+                file: self.file.clone(),
+                message: format!(
+                    "{ADMIN_ADDRESS_VARIABLE} (which replaces [admin] address): `{value}` is not an address: write e.g. 0.0.0.0:9464"
+                ),
+            });
+        }
         let a = &self.admin.address;
         if a.get_ref().is_empty() {
             return Ok(None);
@@ -486,6 +524,28 @@ impl Config {
                     a.get_ref()
                 ),
             )
+        })
+    }
+
+    /// The admin listener's limits.
+    pub fn admin_options(&self) -> Result<crate::metrics::admin::AdminOptions, ConfigError> {
+        let a = &self.admin;
+        if *a.max_connections.get_ref() == 0 {
+            return Err(self.error_at(
+                a.max_connections.span(),
+                "[admin]: max_connections must be at least 1",
+            ));
+        }
+        let request_timeout = self.duration(&a.request_timeout)?;
+        if request_timeout.is_zero() {
+            return Err(self.error_at(
+                a.request_timeout.span(),
+                "[admin]: the request timeout must be above zero",
+            ));
+        }
+        Ok(crate::metrics::admin::AdminOptions {
+            max_connections: *a.max_connections.get_ref(),
+            request_timeout,
         })
     }
 
@@ -530,15 +590,25 @@ impl Config {
             layout.sink_core = Some(c);
         }
         layout.validate().map_err(|e| {
-            let span = p
-                .shards
-                .as_ref()
-                .map(|s| s.span())
-                .or(p.ring_capacity.as_ref().map(|s| s.span()))
-                .unwrap_or(0..0);
-            match span {
-                s if s.end > 0 => self.error_at(s, format!("[pipeline]: {e}")),
-                _ => ConfigError::File {
+            use crate::pipeline::LayoutError;
+            let named =
+                |key: &str, s: &Spanned<usize>| (format!("[pipeline] {key}: {e}"), s.span());
+            let capacity = || p.ring_capacity.as_ref().map(|s| named("ring_capacity", s));
+            // The place of the key the error is about, where the file gives it.
+            let place = match &e {
+                LayoutError::Capacity(_) | LayoutError::CapacityTooLarge { .. } => capacity(),
+                LayoutError::Memory { .. } => {
+                    capacity().or_else(|| p.shards.as_ref().map(|s| named("shards", s)))
+                }
+                _ => p
+                    .shards
+                    .as_ref()
+                    .or(p.ring_capacity.as_ref())
+                    .map(|s| (format!("[pipeline]: {e}"), s.span())),
+            };
+            match place {
+                Some((message, span)) => self.error_at(span, message),
+                None => ConfigError::File {
                     file: self.file.clone(),
                     message: format!("[pipeline]: {e}"),
                 },

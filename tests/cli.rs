@@ -185,3 +185,112 @@ fn replay_of_a_missing_file_fails_with_its_name() {
         "{stderr}"
     );
 }
+
+/// `kairos run --config k.toml --check` in a directory holding `k.toml` (with `config` after a
+/// header naming a pattern file and brokers) and the pattern file, with `env` set.
+fn run_check(config: &str, env: &[(&str, &str)]) -> (Command, tempfile::TempDir) {
+    let head = "patterns = [\"good.cep\"]\n[kafka]\nbrokers = \"127.0.0.1:1\"\n";
+    let dir = dir_with(&[("good.cep", GOOD), ("k.toml", &format!("{head}{config}"))]);
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kairos"));
+    cmd.current_dir(dir.path())
+        .args(["run", "--config", "k.toml", "--check"])
+        .env_remove("KAIROS_ADMIN_ADDRESS")
+        .envs(env.iter().copied());
+    (cmd, dir)
+}
+
+#[test]
+fn run_check_refuses_a_ring_capacity_the_machine_cannot_hold() {
+    let (mut cmd, _dir) = run_check("[pipeline]\nring_capacity = 1000000000\n", &[]);
+    let out = cmd.output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.starts_with("kairos: k.toml:5:17: [pipeline] ring_capacity: a ring of 1000000000 slots is above the largest Kairos allows (16777216); the rings of 1 shard would take "),
+        "{stderr}"
+    );
+    assert!(stderr.trim_end().ends_with(" GiB)"), "{stderr}");
+    // The backtest through shards checks its layout the same way.
+    let dir = dir_with(&[("good.cep", GOOD), ("in.jsonl", INPUT)]);
+    let out = kairos(
+        dir.path(),
+        &[
+            "replay",
+            "--patterns",
+            "good.cep",
+            "--input",
+            "s=in.jsonl",
+            "--time-unit",
+            "ns",
+            "--shards",
+            "1",
+            "--ring-capacity",
+            "1000000000",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.starts_with("kairos: a ring of 1000000000 slots is above the largest"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn run_check_bounds_the_rings_by_the_memory_the_process_may_use() {
+    use std::os::unix::process::CommandExt;
+    // 2^24 slots of a shard's rings take more than a quarter of a 4 GiB address space.
+    let (mut cmd, _dir) = run_check("[pipeline]\nring_capacity = 16777216\n", &[]);
+    // SAFETY: setrlimit is async-signal-safe, and the closure touches nothing else.
+    unsafe {
+        cmd.pre_exec(|| {
+            let limit = libc::rlimit {
+                rlim_cur: 4 << 30,
+                rlim_max: 4 << 30,
+            };
+            match libc::setrlimit(libc::RLIMIT_AS, &limit) {
+                0 => Ok(()),
+                _ => Err(std::io::Error::last_os_error()),
+            }
+        });
+    }
+    let out = cmd.output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.starts_with("kairos: k.toml:5:17: [pipeline] ring_capacity: the rings of 1 shard with 16777216 slots each would take "),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("they may take here: a quarter of this process's address-space limit (ulimit -v), 4294967296 bytes (4.0 GiB)"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn the_admin_address_comes_from_the_environment_where_it_is_set() {
+    // The file's address is not one, and a later key is wrong too: which error comes first
+    // shows which address was taken.
+    let config = "[pipeline]\nring_capacity = 1\n[admin]\naddress = \"localhost\"\n";
+    let (mut cmd, _dir) = run_check(config, &[]);
+    let stderr = text(&cmd.output().unwrap().stderr);
+    assert!(
+        stderr.starts_with("kairos: k.toml:7:11: `localhost` is not an address"),
+        "{stderr}"
+    );
+    let (mut cmd, _dir) = run_check(config, &[("KAIROS_ADMIN_ADDRESS", "127.0.0.1:9464")]);
+    let stderr = text(&cmd.output().unwrap().stderr);
+    assert!(
+        stderr.starts_with(
+            "kairos: k.toml:5:17: [pipeline] ring_capacity: ring capacity must be at least 2"
+        ),
+        "{stderr}"
+    );
+    let (mut cmd, _dir) = run_check("", &[("KAIROS_ADMIN_ADDRESS", "everywhere")]);
+    let out = cmd.output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        text(&out.stderr),
+        "kairos: k.toml: KAIROS_ADMIN_ADDRESS (which replaces [admin] address): `everywhere` is not an address: write e.g. 0.0.0.0:9464\n"
+    );
+}

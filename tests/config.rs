@@ -156,3 +156,83 @@ fn the_container_config_parses() {
     assert_eq!(c.kafka.brokers, "kafka:9092");
     assert_eq!(c.admin_address().unwrap().map(|a| a.port()), Some(9464));
 }
+
+#[test]
+fn a_ring_capacity_the_machine_cannot_hold_names_the_key_and_its_bytes() {
+    let e = err(&format!("{BASE}[pipeline]\nring_capacity = 1000000000\n"));
+    assert!(
+        e.starts_with("k.toml:5:17: [pipeline] ring_capacity: a ring of 1000000000 slots is above the largest Kairos allows (16777216); the rings of 1 shard would take "),
+        "{e}"
+    );
+    let bytes: u128 = e
+        .split("would take ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no byte count in {e}"));
+    // 2^30 slots (the capacity rounded up to a power of two), each holding an event on its
+    // way to the shard and one on its way back.
+    assert_eq!(bytes % (1 << 30), 0, "{e}");
+    assert!(bytes >= 2 << 30, "{e}");
+    // Within the cap, rings no machine holds: a quarter of its memory is the bound.
+    let e = err(&format!(
+        "{BASE}[pipeline]\nshards = 4096\nring_capacity = 16777216\n"
+    ));
+    assert!(
+        e.starts_with("k.toml:6:17: [pipeline] ring_capacity: the rings of 4096 shards with 16777216 slots each would take "),
+        "{e}"
+    );
+    assert!(e.contains("they may take here: a quarter of "), "{e}");
+    let e = err(&format!("{BASE}[pipeline]\nring_capacity = 1\n"));
+    assert!(
+        e.starts_with("k.toml:5:17: [pipeline] ring_capacity: ring capacity must be at least 2"),
+        "{e}"
+    );
+    let ok = Config::parse(
+        "k.toml",
+        &format!("{BASE}[pipeline]\nshards = 2\nring_capacity = 65536\n"),
+    );
+    assert_eq!(ok.unwrap().layout().unwrap().ring_capacity, 65536);
+}
+
+#[test]
+fn the_admin_limits_are_checked() {
+    let c = Config::parse("k.toml", BASE).unwrap();
+    let defaults = c.admin_options().unwrap();
+    assert_eq!(
+        defaults,
+        kairos::metrics::admin::AdminOptions {
+            max_connections: 64,
+            request_timeout: std::time::Duration::from_secs(5),
+        }
+    );
+    let e = err(&format!("{BASE}[admin]\nmax_connections = 0\n"));
+    assert_eq!(
+        e,
+        "k.toml:5:19: [admin]: max_connections must be at least 1"
+    );
+    let e = err(&format!("{BASE}[admin]\nrequest_timeout = \"0s\"\n"));
+    assert_eq!(
+        e,
+        "k.toml:5:19: [admin]: the request timeout must be above zero"
+    );
+    let e = err(&format!("{BASE}[admin]\nrequest_timeout = \"soon\"\n"));
+    assert!(
+        e.starts_with("k.toml:5:19: `soon` is not a duration"),
+        "{e}"
+    );
+    let e = err(&format!("{BASE}[admin]\nmax_connections = -1\n"));
+    assert!(e.starts_with("k.toml:5:19: "), "{e}");
+}
+
+#[test]
+fn the_example_configs_serve_the_admin_address_on_loopback() {
+    for file in ["config/kairos.toml", "config/docker.toml"] {
+        let c = Config::load(std::path::Path::new(file)).unwrap();
+        let a = c.admin.address.get_ref().parse::<std::net::SocketAddr>();
+        assert!(
+            a.as_ref().is_ok_and(|a| a.ip().is_loopback()),
+            "{file}: {a:?}"
+        );
+    }
+}
