@@ -46,17 +46,18 @@ use std::path::{Path, PathBuf};
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct OpenOptions {
-    /// Read the whole file into the page cache and map every page at open (`MAP_POPULATE` on
-    /// Linux), so that the first lookups do not take page faults. Costs a read of the file.
+    /// Read a cloned table ([`Backing::Reflink`]) into the page cache and map every page at
+    /// open (`MAP_POPULATE`), so that the first lookups do not take page faults. Costs a read
+    /// of the file. A copy in memory ([`Backing::Memory`]) is read whole at open anyway.
     pub populate: bool,
-    /// Ask the kernel to back the mapping with transparent huge pages (`madvise(MADV_HUGEPAGE)`
+    /// Ask the kernel to back the table with transparent huge pages (`madvise(MADV_HUGEPAGE)`
     /// on Linux; ignored elsewhere and where the kernel declines). Fewer TLB misses on large
-    /// tables when the kernel supports huge pages for file mappings.
+    /// tables; kernels grant them to a copy in memory far more readily than to a mapped clone.
     pub huge_pages: bool,
-    /// Check the xxh3-64 checksum of the whole file at open. This reads every byte of the file
-    /// once (about 0.1 s for 700 MB from the page cache, longer from disk); without it, a
-    /// corrupt file still cannot cause a panic or an out-of-bounds read, but may return wrong
-    /// values.
+    /// Check the xxh3-64 checksum of the whole file at open. This reads every byte of the copy
+    /// once (about 0.1 s for 700 MB in memory, longer from disk) and catches a copy torn by a
+    /// writer; without it, a corrupt file still cannot cause a panic or an out-of-bounds read,
+    /// but may return wrong values.
     pub verify_checksum: bool,
 }
 
