@@ -242,19 +242,22 @@ pub fn run(
     let stop_tables = Arc::new(AtomicBool::new(false));
     let followers: Vec<_> = topic_tables
         .into_iter()
-        .filter_map(|t| {
+        .map(|t| {
             t.follow(Duration::from_millis(500), stop_tables.clone())
-                .ok()
+                .map_err(|e| DaemonError::Table(format!("cannot follow a table's topic: {e}")))
         })
-        .collect();
+        .collect::<Result<_, _>>()?;
     // Each table file is watched: replacing it swaps the table between two events.
     let _watchers: Vec<crate::table::TableWatcher> = tables
         .iter()
-        .filter_map(|(name, t)| {
-            let name = name.clone();
+        .map(|(name, t)| {
+            let table = name.clone();
             let on_event: crate::table::SwapCallback =
-                Arc::new(move |e: crate::table::SwapEvent<'_>| {
-                    tracing::info!(table = name, event = ?e, "lookup table");
+                Arc::new(move |e: crate::table::SwapEvent<'_>| match &e {
+                    crate::table::SwapEvent::Rejected { .. } => {
+                        tracing::warn!(table, "lookup table: {e}")
+                    }
+                    _ => tracing::info!(table, "lookup table: {e}"),
                 });
             crate::table::TableWatcher::spawn(
                 t.clone(),
@@ -263,9 +266,9 @@ pub fn run(
                     on_event: Some(on_event),
                 },
             )
-            .ok()
+            .map_err(|e| DaemonError::Table(format!("cannot watch table `{name}`: {e}")))
         })
-        .collect();
+        .collect::<Result<_, _>>()?;
     let layout = config.layout()?;
     let shards = layout.shards;
     let eos = config.delivery.guarantee == Guarantee::ExactlyOnce;
@@ -352,8 +355,9 @@ pub fn run(
         Pipeline::start_with_metrics(program.clone(), layout.clone(), opts, sink, metrics.clone())?;
     let admin = match config.admin_address()? {
         Some(addr) => Some(
-            AdminServer::start(
+            AdminServer::start_with(
                 addr,
+                config.admin_options()?,
                 Arc::new(AdminView {
                     metrics: metrics.clone(),
                     health: health.clone(),
