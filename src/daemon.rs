@@ -646,11 +646,11 @@ impl SourceLoop<'_> {
             // partition has been read to its end, so that windows still close and absences
             // still fire.
             if self.clock.idle(quiet, idle_advance).is_some() {
-                while let Some(ev) = self.clock.release() {
+                while let Some(ev) = self.clock.release_idle() {
                     self.pipeline.push(ev);
                 }
             }
-            self.pipeline.advance(self.clock.engine_time(), now);
+            self.pipeline.advance(self.clock.clock_time(), now);
         }
         sink::resend(&self.dlq);
         sink::resend(&self.out);

@@ -113,8 +113,10 @@ pub struct EventClock {
     frontier: i64,
     /// The newest event time of any partition.
     newest: i64,
-    /// The time the engine has reached: no event older than it may be pushed.
+    /// The newest event time pushed to the engine (or restored): no older event may follow.
     released: i64,
+    /// The time idle advance has moved the engine's clock to.
+    idle_time: i64,
     held: BinaryHeap<Reverse<Held>>,
     seq: u64,
     /// The largest allowed lateness of any stream: how long events are held.
@@ -129,6 +131,7 @@ impl EventClock {
             frontier: i64::MIN,
             newest: i64::MIN,
             released: i64::MIN,
+            idle_time: i64::MIN,
             held: BinaryHeap::new(),
             seq: 0,
             hold: hold_ns,
@@ -155,9 +158,15 @@ impl EventClock {
         self.released = self.released.max(event_time);
     }
 
-    /// The time the engine has reached, kept with a checkpoint.
+    /// The newest event time pushed to the engine, kept with a checkpoint as the restart's
+    /// floor.
     pub fn engine_time(&self) -> i64 {
         self.released
+    }
+
+    /// The time the engine's clock may stand at: the newest event pushed, or idle advance's.
+    pub fn clock_time(&self) -> i64 {
+        self.released.max(self.idle_time)
     }
 
     /// The frontier (`i64::MIN` while unknown).
@@ -306,19 +315,30 @@ impl EventClock {
     }
 
     /// Idle advance: with every partition read to its end and nothing read for `quiet_ns`
-    /// (at least `idle_ns`), event time moves on with the wall clock from the newest event time
-    /// seen. Returns the time the engine may advance to, if it moved.
+    /// (at least `idle_ns`), the engine's clock moves on with the wall clock from the newest
+    /// event time seen, so that windows close and absences fire. Returns the time the engine
+    /// may advance to, if it moved; [`Self::release_idle`] then gives the held events up to it.
+    ///
+    /// The frontier, and so lateness, stays with the data: a record that arrives after the
+    /// advance, stamped before it but within its stream's lateness of the events read, is
+    /// matched, not dead-lettered. It cannot reopen a window the advance closed.
     pub fn idle(&mut self, quiet_ns: i64, idle_ns: i64) -> Option<i64> {
         if quiet_ns < idle_ns || self.newest == i64::MIN || !self.caught_up() {
             return None;
         }
-        let t = self.newest.saturating_add(quiet_ns - idle_ns);
-        self.frontier = self.frontier.max(t);
-        let engine = self.frontier.saturating_sub(self.hold);
-        (engine > self.released).then(|| {
-            self.released = engine;
+        let engine = self
+            .newest
+            .saturating_add(quiet_ns - idle_ns)
+            .saturating_sub(self.hold);
+        (engine > self.idle_time).then(|| {
+            self.idle_time = engine;
             engine
         })
+    }
+
+    /// The next held event that idle advance has passed, oldest first.
+    pub fn release_idle(&mut self) -> Option<Event> {
+        self.release_until(self.idle_time.max(self.frontier.saturating_sub(self.hold)))
     }
 
     /// The frontier: the oldest newest time of the partitions still behind, or the newest of
@@ -462,10 +482,11 @@ mod tests {
         assert_eq!(c.idle(500, 100), None, "partition 1 may still be behind");
         c.refresh(0, STALL, at(1));
         assert_eq!(c.idle(500, 100), Some(1_400));
-        // A record arriving now, stamped before the advance, is late: the engine has closed
-        // windows up to 1,400.
-        assert!(c.admit_now(&i, ev(1, 1_300), 1).is_err());
-        assert!(c.admit_now(&i, ev(1, 1_400), 2).is_ok());
+        assert_eq!(c.idle(500, 100), None, "no further on");
+        // Lateness stays with the data: a record stamped before the advance but not behind
+        // the events read is matched; one behind them is late.
+        assert!(c.admit_now(&i, ev(1, 1_300), 1).is_ok());
+        assert!(c.admit_now(&i, ev(1, 1_299), 2).is_err());
     }
 
     #[test]
