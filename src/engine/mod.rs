@@ -1697,7 +1697,12 @@ fn process_key(
         stats.evicted += excess as u64;
         log_eviction(log, p, key, Limit::RunsPerKey, excess, stats);
     }
-    let mut bytes: u64 = new_runs.iter().map(|r| u64::from(r.bytes)).sum();
+    // One pass for the earliest window close and the bytes the runs hold.
+    let (mut next_close, mut bytes) = (i64::MAX, 0u64);
+    for r in new_runs.iter() {
+        next_close = next_close.min(window_close(p, r));
+        bytes += u64::from(r.bytes);
+    }
     if !new_runs.is_empty() && kb + bytes > opts.max_state_bytes_per_key {
         let n;
         (n, bytes) = evict_oldest(new_runs, kb, bytes, opts.max_state_bytes_per_key);
@@ -1705,12 +1710,13 @@ fn process_key(
         stats.evicted += n as u64;
         stats.evicted_key_bytes += n as u64;
         log_eviction(log, p, key, Limit::StateBytesPerKey, n, stats);
+        next_close = new_runs
+            .iter()
+            .map(|r| window_close(p, r))
+            .min()
+            .unwrap_or(i64::MAX);
     }
-    ks.next_close = new_runs
-        .iter()
-        .map(|r| window_close(p, r))
-        .min()
-        .unwrap_or(i64::MAX);
+    ks.next_close = next_close;
     ks.runs.clear();
     ks.runs.extend(new_runs.drain(..));
     // Within the per-key budget (emptied otherwise), so within 32 bits.

@@ -16,19 +16,25 @@ pub type NodeValues = SmallVec<[Option<Value>; 3]>;
 /// reference counts its `Arc` allocation carries.
 const NODE_BYTES: usize = std::mem::size_of::<PathNode>() + 2 * std::mem::size_of::<usize>();
 
+/// The reference counts of a shared allocation (`Arc`).
+const COUNTS: usize = 2 * std::mem::size_of::<usize>();
+
 /// The bytes a value keeps on the heap beyond its own 24: a string longer than fits inline
 /// (with its shared allocation's reference counts), a list with its items.
+// HOT PATH: once per value bound; the usual scalar costs a test of its tag.
+#[inline]
 pub fn value_heap_bytes(v: &Value) -> usize {
-    const COUNTS: usize = 2 * std::mem::size_of::<usize>();
     match v {
         Value::Str(t) if t.is_heap_allocated() => COUNTS + t.len(),
-        Value::List(items) => {
-            COUNTS
-                + std::mem::size_of_val::<[Value]>(items)
-                + items.iter().map(value_heap_bytes).sum::<usize>()
-        }
+        Value::List(items) => list_heap_bytes(items),
         _ => 0,
     }
+}
+
+/// [`value_heap_bytes`] of a list, apart so that the usual scalar case inlines.
+#[inline(never)]
+fn list_heap_bytes(items: &[Value]) -> usize {
+    COUNTS + std::mem::size_of_val(items) + items.iter().map(value_heap_bytes).sum::<usize>()
 }
 
 /// One event bound to a name. The event itself is not kept: only what later expressions read of
