@@ -426,8 +426,12 @@ pub fn run(
             .map(|(_, v)| v.as_str()),
         Some("latest" | "end" | "largest")
     );
+    let consumer = Arc::new(consumer);
+    let confirmer = Confirmer::spawn(consumer.clone())
+        .map_err(|e| DaemonError::Table(format!("cannot start the event-time confirmer: {e}")))?;
     let mut src = SourceLoop {
-        consumer: Arc::new(consumer),
+        consumer,
+        confirmer,
         out: out_producer.clone(),
         inputs,
         topic_names,
@@ -478,6 +482,64 @@ pub fn run(
         delivery_failures: metrics.delivery_failures.load(Relaxed),
         restored,
     })
+}
+
+/// A confirmation request: its number, and the partitions (origin, topic, partition).
+type EndsRequest = (u64, Vec<(u32, String, i32)>);
+/// Its answer: each origin's end now, where the broker told.
+type EndsAnswer = (u64, Vec<(u32, Option<i64>)>);
+
+/// A thread that asks the broker where partitions end (a ListOffsets for the latest offset),
+/// so that the source never waits on the round trip.
+struct Confirmer {
+    requests: std::sync::mpsc::Sender<EndsRequest>,
+    answers: std::sync::mpsc::Receiver<EndsAnswer>,
+    /// The newest request number sent.
+    sent: u64,
+    in_flight: bool,
+    /// No request before this (ns), after an unanswered one.
+    retry_at: i64,
+}
+
+impl Confirmer {
+    fn spawn(consumer: Arc<BaseConsumer<SourceContext>>) -> std::io::Result<Confirmer> {
+        let (requests, rx) = std::sync::mpsc::channel::<EndsRequest>();
+        let (tx, answers) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("kairos-ends".into())
+            .spawn(move || {
+                for (n, parts) in rx {
+                    let mut tpl = TopicPartitionList::new();
+                    for (_, t, p) in &parts {
+                        // A timestamp of -1 asks for the latest offset.
+                        let _ = tpl.add_partition_offset(t, *p, Offset::End);
+                    }
+                    let found = consumer.offsets_for_times(tpl, Duration::from_secs(5));
+                    let ends = parts
+                        .iter()
+                        .map(|(o, t, p)| {
+                            let end = found.as_ref().ok().and_then(|l| {
+                                match l.find_partition(t, *p)?.offset() {
+                                    Offset::Offset(e) => Some(e),
+                                    _ => None,
+                                }
+                            });
+                            (*o, end)
+                        })
+                        .collect();
+                    if tx.send((n, ends)).is_err() {
+                        break;
+                    }
+                }
+            })?;
+        Ok(Confirmer {
+            requests,
+            answers,
+            sent: 0,
+            in_flight: false,
+            retry_at: 0,
+        })
+    }
 }
 
 /// The low and high watermarks of a partition as librdkafka last saw them in a fetch answer,
@@ -543,6 +605,8 @@ struct Open {
 
 struct SourceLoop<'p> {
     consumer: Arc<BaseConsumer<SourceContext>>,
+    /// Asks the broker where partitions end, for the event clock.
+    confirmer: Confirmer,
     /// The records' producer (the sink's), for sending failed deliveries again.
     out: Arc<KafkaProducer>,
     inputs: Vec<TopicInput>,
@@ -637,6 +701,7 @@ impl SourceLoop<'_> {
                 |topic| cached_watermarks(consumer, topic, partition),
             )
         });
+        self.confirm_ends(now);
         while let Some(ev) = self.clock.release() {
             self.pipeline.push(ev);
         }
@@ -659,6 +724,40 @@ impl SourceLoop<'_> {
             return Err(DaemonError::Delivery);
         }
         Ok(())
+    }
+
+    /// Sends the event clock's newest confirmation request to the broker (one at a time), and
+    /// hands it the answers.
+    fn confirm_ends(&mut self, now: i64) {
+        while let Ok((n, ends)) = self.confirmer.answers.try_recv() {
+            self.confirmer.in_flight = false;
+            if ends.iter().all(|(_, e)| e.is_none()) {
+                // No answer: ask again shortly.
+                self.confirmer.sent = n.saturating_sub(1);
+                self.confirmer.retry_at = now + 100_000_000;
+            }
+            self.clock.confirm(n, |o| {
+                ends.iter().find(|(x, _)| *x == o).and_then(|(_, e)| *e)
+            });
+        }
+        let wanted = self.clock.wanted();
+        if wanted > self.confirmer.sent
+            && !self.confirmer.in_flight
+            && now >= self.confirmer.retry_at
+        {
+            let (n, origins) = self.clock.confirmation_wanted();
+            let parts = origins
+                .into_iter()
+                .filter_map(|o| {
+                    let (ti, partition) = source::unpack_origin(o);
+                    Some((o, self.inputs.get(ti)?.topic.clone(), partition))
+                })
+                .collect();
+            if self.confirmer.requests.send((n, parts)).is_ok() {
+                self.confirmer.sent = n;
+                self.confirmer.in_flight = true;
+            }
+        }
     }
 
     // HOT PATH: one message.

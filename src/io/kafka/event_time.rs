@@ -55,6 +55,17 @@ struct Part {
     end: Option<i64>,
     /// The high watermark last seen, and since when (ns) it and `next` have not moved.
     still: Option<(i64, Option<i64>, i64)>,
+    /// Read to its end, but another partition delivered since after a quiet spell: until the
+    /// broker's answer to confirmation request number N (this one) or a later one says its end
+    /// has not moved, it counts as behind.
+    unconfirmed: Option<u64>,
+}
+
+impl Part {
+    /// Whether it holds the frontier back.
+    fn behind(&self) -> bool {
+        self.end.is_none() || self.unconfirmed.is_some()
+    }
 }
 
 impl Part {
@@ -68,6 +79,7 @@ impl Part {
             from_end: start == Start::End,
             end: None,
             still: None,
+            unconfirmed: None,
         }
     }
 }
@@ -117,6 +129,8 @@ pub struct EventClock {
     released: i64,
     /// The time idle advance has moved the engine's clock to.
     idle_time: i64,
+    /// Confirmation requests wanted so far (see [`Self::confirmation_wanted`]).
+    wanted: u64,
     held: BinaryHeap<Reverse<Held>>,
     seq: u64,
     /// The largest allowed lateness of any stream: how long events are held.
@@ -132,6 +146,7 @@ impl EventClock {
             newest: i64::MIN,
             released: i64::MIN,
             idle_time: i64::MIN,
+            wanted: 0,
             held: BinaryHeap::new(),
             seq: 0,
             hold: hold_ns,
@@ -217,6 +232,7 @@ impl EventClock {
         part.next = Some(offset + 1);
         if woke {
             self.recheck(watermarks);
+            self.unconfirm_others(ev.origin);
         }
         if limited || woke {
             self.advance_frontier();
@@ -298,6 +314,63 @@ impl EventClock {
         }
     }
 
+    /// A partition read to its end delivered again: the others read to their end may have
+    /// records at the broker that no fetch answer has shown yet (a producer's burst reaches
+    /// every partition at once, the consumer's fetches do not). They hold the frontier until
+    /// the broker confirms their ends.
+    fn unconfirm_others(&mut self, woke: u32) {
+        let mut any = false;
+        let n = self.wanted + 1;
+        for (&origin, p) in self.parts.iter_mut() {
+            if origin != woke && p.end.is_some() && p.unconfirmed.is_none() {
+                p.unconfirmed = Some(n);
+                any = true;
+            }
+        }
+        if any {
+            self.wanted = n;
+        }
+    }
+
+    /// The number of the newest confirmation wanted (0: none yet).
+    pub fn wanted(&self) -> u64 {
+        self.wanted
+    }
+
+    /// The number of the newest confirmation wanted (0: none yet), and the partitions it is
+    /// for. The source asks the broker for their ends with a request numbered so, and hands the
+    /// answer to [`Self::confirm`].
+    pub fn confirmation_wanted(&self) -> (u64, Vec<u32>) {
+        let origins = self
+            .parts
+            .iter()
+            .filter(|(_, p)| p.unconfirmed.is_some())
+            .map(|(&o, _)| o)
+            .collect();
+        (self.wanted, origins)
+    }
+
+    /// The broker's answer to confirmation request `n`: each partition's end now (`None` where
+    /// it could not tell). A partition whose end has not moved is read to its end again; one
+    /// whose end moved is behind until it delivers up to it.
+    pub fn confirm(&mut self, n: u64, ends: impl Fn(u32) -> Option<i64>) {
+        for (&origin, p) in self.parts.iter_mut() {
+            let Some(asked) = p.unconfirmed else { continue };
+            if asked > n {
+                continue;
+            }
+            match (ends(origin), p.end) {
+                (Some(high), Some(end)) if high <= end => p.unconfirmed = None,
+                (Some(_), _) => {
+                    p.unconfirmed = None;
+                    p.end = None;
+                }
+                (None, _) => {}
+            }
+        }
+        self.advance_frontier();
+    }
+
     /// The partitions read to their end whose high watermark has moved since are behind again.
     fn recheck(&mut self, mut watermarks: impl FnMut(u32) -> Watermarks) {
         for (&origin, p) in self.parts.iter_mut() {
@@ -311,7 +384,7 @@ impl EventClock {
 
     /// Whether every partition has been read to its end.
     pub fn caught_up(&self) -> bool {
-        self.parts.values().all(|p| p.end.is_some())
+        self.parts.values().all(|p| !p.behind())
     }
 
     /// Idle advance: with every partition read to its end and nothing read for `quiet_ns`
@@ -347,7 +420,7 @@ impl EventClock {
         let mut limit = i64::MAX;
         let mut behind = false;
         for p in self.parts.values() {
-            if p.end.is_none() {
+            if p.behind() {
                 behind = true;
                 limit = limit.min(p.newest);
             }
@@ -567,9 +640,48 @@ mod tests {
             assert!(c.admit(&i, ev(1, t), o, moved).is_ok());
         }
         assert_eq!(c.frontier(), 1_001, "partition 2 has records unread");
+        assert_eq!(c.confirmation_wanted().1, Vec::<u32>::new());
         for (o, t) in [(1, 4_001), (2, 6_000), (3, 8_000)] {
             assert!(c.admit(&i, ev(2, t), o, moved).is_ok(), "{t} is not late");
         }
+    }
+
+    #[test]
+    fn a_burst_no_fetch_has_shown_yet_waits_for_the_broker() {
+        let mut c = EventClock::new(2_000);
+        c.assign(1, Start::Offset(0));
+        c.assign(2, Start::Offset(0));
+        let i = input(2_000);
+        c.admit_now(&i, ev(1, 1_000), 0).unwrap();
+        c.admit_now(&i, ev(2, 1_001), 0).unwrap();
+        c.refresh(0, STALL, at(1));
+        // Partition 1's share of a burst arrives; no fetch answer has shown partition 2's yet.
+        for (o, t) in [(1, 4_000), (2, 7_000)] {
+            c.admit(&i, ev(1, t), o, at(1)).unwrap();
+        }
+        assert_eq!(
+            c.frontier(),
+            1_001,
+            "partition 2 is not confirmed at its end"
+        );
+        let (n, origins) = c.confirmation_wanted();
+        assert_eq!(origins, vec![2]);
+        // The broker says partition 2's end moved: it is behind until it delivers.
+        c.confirm(n, |_| Some(3));
+        assert_eq!(c.frontier(), 1_001);
+        assert!(c.admit_now(&i, ev(2, 3_000), 1).is_ok(), "not late");
+        // An answer that its end did not move lets the frontier go.
+        let mut d = EventClock::new(0);
+        d.assign(1, Start::Offset(0));
+        d.assign(2, Start::Offset(0));
+        d.admit_now(&i, ev(1, 10), 0).unwrap();
+        d.admit_now(&i, ev(2, 20), 0).unwrap();
+        d.refresh(0, STALL, at(1));
+        d.admit(&i, ev(1, 30), 1, at(1)).unwrap();
+        assert_eq!(d.frontier(), 20);
+        let (n, _) = d.confirmation_wanted();
+        d.confirm(n, |_| Some(1));
+        assert_eq!(d.frontier(), 30);
     }
 
     #[test]
