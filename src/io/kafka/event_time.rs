@@ -55,6 +55,9 @@ struct Part {
     end: Option<i64>,
     /// The high watermark last seen, and since when (ns) it and `next` have not moved.
     still: Option<(i64, Option<i64>, i64)>,
+    /// The highest end the broker has shown for it, by a fetch answer or a confirmation: a
+    /// fetch answer older than a confirmation must not make it look read to its end.
+    known_high: Option<i64>,
     /// Read to its end, but another partition delivered since after a quiet spell: until the
     /// broker's answer to confirmation request number N (this one) or a later one says its end
     /// has not moved, it counts as behind.
@@ -79,6 +82,7 @@ impl Part {
             from_end: start == Start::End,
             end: None,
             still: None,
+            known_high: None,
             unconfirmed: None,
         }
     }
@@ -291,7 +295,10 @@ impl EventClock {
                 continue;
             }
             let w = watermarks(origin);
-            let Some(high) = w.high else { continue };
+            let Some(high) = w.high.max(p.known_high) else {
+                continue;
+            };
+            p.known_high = Some(high);
             let at_end = match p.next {
                 Some(next) => next >= high,
                 None => p.from_end || high == 0 || w.low == Some(high),
@@ -359,7 +366,9 @@ impl EventClock {
             if asked > n {
                 continue;
             }
-            match (ends(origin), p.end) {
+            let high = ends(origin);
+            p.known_high = p.known_high.max(high);
+            match (high, p.end) {
                 (Some(high), Some(end)) if high <= end => p.unconfirmed = None,
                 (Some(_), _) => {
                     p.unconfirmed = None;
@@ -375,7 +384,9 @@ impl EventClock {
     fn recheck(&mut self, mut watermarks: impl FnMut(u32) -> Watermarks) {
         for (&origin, p) in self.parts.iter_mut() {
             if let Some(end) = p.end {
-                if watermarks(origin).high.is_some_and(|h| h > end) {
+                let high = watermarks(origin).high;
+                p.known_high = p.known_high.max(high);
+                if high.is_some_and(|h| h > end) {
                     p.end = None;
                 }
             }
@@ -666,8 +677,11 @@ mod tests {
         );
         let (n, origins) = c.confirmation_wanted();
         assert_eq!(origins, vec![2]);
-        // The broker says partition 2's end moved: it is behind until it delivers.
+        // The broker says partition 2's end moved: it is behind until it delivers, whatever
+        // an older fetch answer says.
         c.confirm(n, |_| Some(3));
+        assert_eq!(c.frontier(), 1_001);
+        c.refresh(1, STALL, at(1));
         assert_eq!(c.frontier(), 1_001);
         assert!(c.admit_now(&i, ev(2, 3_000), 1).is_ok(), "not late");
         // An answer that its end did not move lets the frontier go.
