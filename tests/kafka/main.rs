@@ -3,10 +3,10 @@
 //! the mock cluster.
 
 mod broker;
-mod event_time;
-mod hardening;
 #[path = "../common/mod.rs"]
 mod common;
+mod event_time;
+mod hardening;
 
 use broker::{Broker, Msg};
 use kairos::config::Config;
