@@ -325,12 +325,29 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
 
 impl Config {
     /// Reads and checks a configuration file.
+    /// The file is read as a pattern file is: at most
+    /// [`MAX_SOURCE_BYTES`](crate::compile::load::MAX_SOURCE_BYTES), UTF-8, a byte-order mark at
+    /// its start skipped.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
-            path: path.to_path_buf(),
-            source,
+        use crate::compile::load::{read_bounded, source_text, SourceError, MAX_SOURCE_BYTES};
+        let file = path.display().to_string();
+        let bytes = read_bounded(path, MAX_SOURCE_BYTES).map_err(|e| match e {
+            SourceError::Io { path, source } => ConfigError::Io { path, source },
+            SourceError::TooLarge { limit, .. } => ConfigError::File {
+                file: file.clone(),
+                message: format!(
+                    "the file is larger than {limit} bytes, the most Kairos reads from a \
+                     configuration file"
+                ),
+            },
         })?;
-        Config::parse(&path.display().to_string(), &text)
+        let text = source_text(&file, bytes).map_err(|d| ConfigError::At {
+            file: d.file,
+            line: d.line,
+            col: d.col,
+            message: d.message,
+        })?;
+        Config::parse(&file, &text)
     }
 
     /// Parses and checks configuration text; `file` names it in messages and anchors relative

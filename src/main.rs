@@ -6,7 +6,9 @@ use kairos::compile::load::{load, LoadError};
 use kairos::compile::CompileOptions;
 use kairos::engine::EngineOptions;
 use kairos::event::TimeUnit;
-use kairos::io::replay::{replay, replay_sharded, Input};
+use kairos::io::replay::{
+    replay_sharded_with, replay_with, Input, ReadOptions, DEFAULT_MAX_LINE_BYTES,
+};
 use kairos::pipeline::Layout;
 use kairos::ring::WaitStrategy;
 use std::io::Write;
@@ -43,7 +45,9 @@ enum Cmd {
         /// Pattern files, or directories of *.cep files.
         #[arg(long = "patterns", short = 'p', required = true)]
         patterns: Vec<PathBuf>,
-        /// An input file, `STREAM=FILE` or `FILE` (when the patterns read one stream).
+        /// An input, `STREAM=FILE` or `FILE` (when the patterns read one stream); `-` is
+        /// standard input. A regular file is mapped; any other input (a pipe, a FIFO, standard
+        /// input) is streamed, each record written as its match completes.
         #[arg(long = "input", short = 'i', required = true)]
         inputs: Vec<String>,
         /// Where to write the records (default: standard output).
@@ -52,6 +56,10 @@ enum Cmd {
         /// Unit of numeric time fields and of `ts` in records: ms, us or ns.
         #[arg(long, default_value = "ms")]
         time_unit: String,
+        /// The longest input line, in bytes (its newline not counted); a longer line is
+        /// reported, counted as malformed and skipped.
+        #[arg(long, default_value_t = DEFAULT_MAX_LINE_BYTES)]
+        max_line_bytes: usize,
         /// The most partial matches a key may hold; the oldest beyond it are evicted.
         #[arg(long, default_value_t = EngineOptions::default().max_runs_per_key)]
         max_runs_per_key: usize,
@@ -359,6 +367,7 @@ fn run(cli: Cli) -> Result<i32> {
             inputs,
             output,
             time_unit,
+            max_line_bytes,
             max_runs_per_key,
             max_state_bytes_per_key,
             max_state_bytes,
@@ -401,6 +410,10 @@ fn run(cli: Cli) -> Result<i32> {
                 bail!("--{}", e.to_string().replace('_', "-"));
             }
             let inputs: Vec<Input> = inputs.iter().map(|s| Input::parse(s)).collect();
+            if max_line_bytes == 0 {
+                bail!("--max-line-bytes must be at least 1");
+            }
+            let read = ReadOptions { max_line_bytes };
             let mut reported = 0u64;
             let mut report = |line: &str| {
                 reported += 1;
@@ -427,13 +440,14 @@ fn run(cli: Cli) -> Result<i32> {
                     ),
                     None => Box::new(std::io::stdout()),
                 };
-                let (summary, pr) = replay_sharded(
+                let (summary, pr) = replay_sharded_with(
                     Arc::new(prog),
                     &inputs,
                     EngineOptions {
                         tables: tables.clone(),
                         ..limits
                     },
+                    &read,
                     layout,
                     out,
                     &mut report,
@@ -456,10 +470,11 @@ fn run(cli: Cli) -> Result<i32> {
                 )),
                 None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
             };
-            let summary = replay(
+            let summary = replay_with(
                 Arc::new(prog),
                 &inputs,
                 EngineOptions { tables, ..limits },
+                &read,
                 &mut out,
                 &mut report,
             )?;

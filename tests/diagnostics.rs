@@ -269,6 +269,117 @@ fn display_has_file_line_col_and_caret() {
     );
 }
 
+fn compile_err(sources: &[Source<'_>]) -> kairos::lang::Diagnostics {
+    compile(sources, &CompileOptions::default()).unwrap_err()
+}
+
+/// An error far into a long line shows 80 characters before its column and 40 from it, with
+/// `...` where the line goes on; the caret stays under its place, and its width within the
+/// window. A short line is shown whole.
+#[test]
+fn a_long_line_is_shown_around_the_column() {
+    let pad = "é".repeat(300);
+    let text = format!(
+        "pattern p\n  from s\n  match a\n  emit o {{ s: \"{pad}\", n: count(q), t: \"{pad}\" }}\n"
+    );
+    let err = compile_err(&[Source {
+        file: "x.cep",
+        text: &text,
+    }]);
+    let d = &err.0[0];
+    let line = text.lines().nth(3).unwrap();
+    let col = line[..line.find("count(q)").unwrap() + 6].chars().count() + 1;
+    assert_eq!((d.line, d.col), (4, col));
+    assert_eq!(d.line_text.chars().count(), 121);
+    let window: String = line.chars().skip(col - 81).take(120).collect();
+    assert!(window.starts_with(&"é".repeat(60)), "{window}");
+    assert_eq!(
+        d.to_string(),
+        format!(
+            "x.cep:4:{col}: error: unknown step `q`\n  |\n4 | ...{window}...\n  | {}^\n  = hint: \
+             the steps of this pattern are: a",
+            " ".repeat(83)
+        )
+    );
+    // Near the start of a long line, the window starts with the line.
+    let text =
+        format!("pattern p\n  from s\n  match a\n  emit o {{ n: count(q), s: \"{pad}\" }}\n");
+    let err = compile_err(&[Source {
+        file: "x.cep",
+        text: &text,
+    }]);
+    let shown = err.0[0].to_string();
+    let line = text.lines().nth(3).unwrap();
+    let head: String = line.chars().take(120).collect();
+    assert!(
+        shown.contains(&format!("\n4 | {head}...\n  | {}^\n", " ".repeat(20))),
+        "{shown}"
+    );
+}
+
+/// A span that runs past the window is underlined to the window's end (120 characters from
+/// the line's start here).
+#[test]
+fn a_wide_span_is_underlined_within_the_window() {
+    let long = "x".repeat(500);
+    let text = format!("pattern p\n  from s\n  match a\n  emit o {{ n: 1 }}\n  {long}\n");
+    let err = compile_err(&[Source {
+        file: "x.cep",
+        text: &text,
+    }]);
+    let shown = err.0[0].to_string();
+    let caret = shown.lines().nth(3).unwrap();
+    assert_eq!(caret, format!("  |   {}", "^".repeat(118)), "{shown}");
+}
+
+/// A file's first 100 errors are listed and the rest counted; another file's errors follow.
+#[test]
+fn errors_past_the_hundredth_of_a_file_are_counted() {
+    let defs = vec!["a = (x > 1)"; 151].join("\n    ");
+    let many = format!("pattern p\n  from s\n  match a\n  define\n    {defs}\n  emit o {{}}\n");
+    let err = compile_err(&[
+        Source {
+            file: "many.cep",
+            text: &many,
+        },
+        Source {
+            file: "two.cep",
+            text: "pattern q\n  from s\n  match b\n  emit o { n: count(zz), m: count(yy) }\n",
+        },
+    ]);
+    assert_eq!(err.0.len(), 152);
+    let shown = err.to_string();
+    assert_eq!(shown.matches("many.cep:").count(), 101, "{shown}");
+    assert_eq!(shown.matches("two.cep:").count(), 2, "{shown}");
+    let more = "\n\nmany.cep: and 50 more errors (the first 100 are listed)\n\ntwo.cep:4:";
+    assert!(shown.contains(more), "{shown}");
+    // The last one listed is the 100th, on line 105.
+    let listed = &shown[..shown.find(more).unwrap()];
+    assert!(
+        listed[listed.rfind("many.cep:").unwrap()..].starts_with("many.cep:105:5: error: "),
+        "{listed}"
+    );
+    assert!(shown.ends_with("\n152 errors in patterns"), "{shown}");
+}
+
+/// A byte-order mark at the start of a file is skipped, and does not count as a column.
+#[test]
+fn a_byte_order_mark_is_skipped() {
+    let text = "\u{feff}pattern p\n  from s\n  match a\n  emit o { n: 1 }\n";
+    compile(
+        &[Source {
+            file: "bom.cep",
+            text,
+        }],
+        &CompileOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(
+        errors("\u{feff}pattern 1\n"),
+        ["1:9: expected a pattern name, found number `1`"]
+    );
+}
+
 #[test]
 fn deep_nesting_is_an_error_not_a_crash() {
     for (open, close) in [("(", ")"), ("[", "]"), ("not ", ""), ("-", "")] {

@@ -323,6 +323,14 @@ fn same_numbers_as_reference() {
         .map(String::from),
     );
     numbers.extend(["-", "-a", "1e", "1e+", "0x1", "01", "-01", "1.e5", ".5"].map(String::from));
+    // Around the range of a float: beyond it is an error, below it rounds to zero.
+    numbers.extend(
+        [
+            "1e400", "-1e400", "1e308", "1.8e308", "-1.7e308", "1e-400", "2.5E+309", "1e0400",
+        ]
+        .map(String::from),
+    );
+    numbers.extend([308, 309, 310, 400].map(|d| "9".repeat(d)));
     let mut lines = Vec::new();
     for n in &numbers {
         for (pre, post) in [

@@ -392,6 +392,11 @@ pub struct JsonDecoder {
 
 const MAX_DEPTH: usize = 64;
 
+/// The most values that the lists of one event's fields may hold, where patterns read them
+/// (nested lists count every value); an event with more is an error. Lists nobody reads are
+/// only validated, never built, and have no such bound.
+pub const MAX_LIST_VALUES: usize = 65_536;
+
 impl JsonDecoder {
     /// `fields[i]` is the dotted path stored in slot `i`; `time_slot` the slot holding event time.
     pub fn new(fields: &[Vec<String>], time_slot: Option<usize>, unit: TimeUnit) -> Self {
@@ -550,6 +555,8 @@ fn replace_slow(out: &mut Value, new: Value) {
 struct Cursor<'a> {
     b: &'a [u8],
     i: usize,
+    /// Values decoded into lists so far (see [`MAX_LIST_VALUES`]).
+    list_values: usize,
     /// JSON lines: a newline ends the document, it is not whitespace inside it.
     line_mode: bool,
     /// Why and where decoding failed. Kept here rather than in every `Result`, so that results
@@ -569,6 +576,7 @@ impl<'a> Cursor<'a> {
         Cursor {
             b,
             i: 0,
+            list_values: 0,
             line_mode: false,
             fail_msg: "",
             fail_at: 0,
@@ -1008,7 +1016,10 @@ impl<'a> Cursor<'a> {
         self.number_slow(out)
     }
 
-    /// Parses the number at the cursor into `out`, whatever its form.
+    /// Parses the number at the cursor into `out`, whatever its form. A number beyond the range
+    /// of a 64-bit float (`1e400`) is an error at its first byte: a pattern would otherwise
+    /// read an infinity, which no record can write. (A number nobody reads is only scanned,
+    /// so it has no value to be out of range.)
     #[inline(never)]
     fn number_slow(&mut self, out: &mut Value) -> R<()> {
         let start = self.i;
@@ -1057,9 +1068,13 @@ impl<'a> Cursor<'a> {
         self.number_span()?;
         let text = std::str::from_utf8(&self.b[start..self.i]).expect("digits are ASCII");
         match text.parse::<f64>() {
-            Ok(f) => {
+            Ok(f) if f.is_finite() => {
                 *out = Value::Float(f);
                 Ok(())
+            }
+            Ok(_) => {
+                self.i = start;
+                self.fail("number out of range")
             }
             Err(_) => {
                 self.i = start;
@@ -1112,6 +1127,13 @@ impl<'a> Cursor<'a> {
                 }
                 loop {
                     self.ws();
+                    // Decoded lists cost 24 bytes a value, several times the 2 or more bytes
+                    // each takes in the line: bounded, so that no line can take memory out of
+                    // proportion to the limit on its length.
+                    self.list_values += 1;
+                    if self.list_values > MAX_LIST_VALUES {
+                        return self.fail("too many list values (an event may hold 65536)");
+                    }
                     let mut v = Value::Null;
                     self.value_into(depth + 1, &mut v)?;
                     items.push(v);
@@ -1322,6 +1344,69 @@ mod tests {
             let unterminated = format!(r#"{{"s":"{prefix}"#);
             proptest::prop_assert!(d.decode(unterminated.as_bytes(), 0, &mut ev).is_err());
         }
+    }
+
+    /// A number beyond the range of a float, in a field a pattern reads, is an error at its
+    /// first byte; one that only loses precision, or underflows to zero, is not, and one
+    /// nobody reads is only scanned.
+    #[test]
+    fn numbers_out_of_range_are_errors() {
+        let d = dec(&["a"]);
+        let mut ev = Event::with_slots(1);
+        let huge = "9".repeat(400);
+        for (line, col) in [
+            (r#"{"a":1e400}"#.to_string(), 6),
+            (r#"{"a":-1E+400,"b":1}"#.to_string(), 6),
+            (r#"{"a":[1,2.5e309]}"#.to_string(), 9),
+            (format!(r#"{{"a":{huge}}}"#), 6),
+        ] {
+            let e = d.decode(line.as_bytes(), 0, &mut ev).unwrap_err();
+            assert_eq!(
+                (e.col, e.message.as_str()),
+                (col, "number out of range"),
+                "{line}"
+            );
+        }
+        for (line, v) in [
+            (r#"{"a":1e-400}"#.to_string(), 0.0),
+            (r#"{"a":1.7e308}"#.to_string(), 1.7e308),
+            (format!(r#"{{"a":{}}}"#, "9".repeat(300)), 1e300),
+        ] {
+            d.decode(line.as_bytes(), 0, &mut ev).unwrap();
+            assert_eq!(ev.slots[0], Value::Float(v), "{line}");
+        }
+        d.decode(
+            format!(r#"{{"b":1e400,"z":{{"y":-{huge}.5}},"a":2}}"#).as_bytes(),
+            0,
+            &mut ev,
+        )
+        .unwrap();
+        assert_eq!(ev.slots[0], Value::Int(2));
+    }
+
+    /// The lists of the fields patterns read hold at most `MAX_LIST_VALUES` values in all, nested
+    /// ones included; lists nobody reads are not bounded, as they are never built.
+    #[test]
+    fn list_values_are_bounded() {
+        let d = dec(&["a", "b"]);
+        let mut ev = Event::with_slots(2);
+        let list = |n: usize| format!("[{}]", vec!["1"; n].join(","));
+        let at_limit = format!(r#"{{"a":{}}}"#, list(MAX_LIST_VALUES));
+        d.decode(at_limit.as_bytes(), 0, &mut ev).unwrap();
+        assert!(matches!(&ev.slots[0], Value::List(l) if l.len() == MAX_LIST_VALUES));
+        let over = format!(r#"{{"a":{}}}"#, list(MAX_LIST_VALUES + 1));
+        let e = d.decode(over.as_bytes(), 0, &mut ev).unwrap_err();
+        assert!(e.message.contains(&MAX_LIST_VALUES.to_string()), "{e}");
+        assert_eq!(e.col, 7 + 2 * MAX_LIST_VALUES, "{e}");
+        // Two lists, and a list of lists, share the bound.
+        let half = MAX_LIST_VALUES / 2;
+        let two = format!(r#"{{"a":{},"b":{}}}"#, list(half), list(half + 1));
+        assert!(d.decode(two.as_bytes(), 0, &mut ev).is_err());
+        let nested = format!(r#"{{"a":[{},[]]}}"#, list(MAX_LIST_VALUES - 1));
+        assert!(d.decode(nested.as_bytes(), 0, &mut ev).is_err());
+        let unread = format!(r#"{{"z":{},"a":1}}"#, list(MAX_LIST_VALUES * 2));
+        d.decode(unread.as_bytes(), 0, &mut ev).unwrap();
+        assert_eq!(ev.slots[0], Value::Int(1));
     }
 
     #[test]

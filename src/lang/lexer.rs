@@ -115,9 +115,14 @@ pub fn duration_unit(s: &str) -> Option<i64> {
     })
 }
 
+/// The UTF-8 byte-order mark that some editors write at the start of a file.
+pub const BOM: &str = "\u{feff}";
+
+/// Cuts `src` into tokens. A byte-order mark at the very start is skipped (spans still count
+/// its bytes, so they index `src` as given).
 pub fn lex(src: &str) -> Result<Vec<Token>, LexError> {
     let b = src.as_bytes();
-    let mut i = 0;
+    let mut i = if src.starts_with(BOM) { BOM.len() } else { 0 };
     let mut out = Vec::new();
     while i < b.len() {
         let c = b[i];

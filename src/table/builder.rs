@@ -478,7 +478,21 @@ impl Source<'_> {
             .has_headers(true)
             .flexible(true)
             .buffer_capacity(1 << 16)
-            .from_reader(self.open()?);
+            .from_reader(QuoteTracker::new(self.open()?));
+        // A quoted field that never closes runs to the end of the input, so the reader would
+        // report a wrong field count for it, or nothing at all: where the record just read holds
+        // such a field, that is the error, at the line where the field opened.
+        let unterminated = |rdr: &csv::Reader<QuoteTracker<File>>| -> Result<(), TableError> {
+            match rdr.get_ref().unterminated() {
+                Some((line, at)) if at < rdr.position().byte() => Err(self.input_err(
+                    line,
+                    "unterminated quote: the quoted field that starts on this line has no \
+                     closing quote"
+                        .into(),
+                )),
+                _ => Ok(()),
+            }
+        };
         let csv_err = |e: csv::Error| -> TableError {
             let line = e.position().map(|p| p.line()).unwrap_or(0);
             let message = e.to_string();
@@ -488,6 +502,7 @@ impl Source<'_> {
             }
         };
         let header = rdr.byte_headers().map_err(csv_err)?.clone();
+        unterminated(&rdr)?;
         let mut header_names = Vec::with_capacity(header.len());
         for (i, h) in header.iter().enumerate() {
             let name = std::str::from_utf8(h).map_err(|_| {
@@ -509,8 +524,9 @@ impl Source<'_> {
         let mut spare: Vec<Cell<'static>> = Vec::with_capacity(width);
         loop {
             if !rdr.read_byte_record(&mut rec).map_err(csv_err)? {
-                return Ok(());
+                return unterminated(&rdr);
             }
+            unterminated(&rdr)?;
             let mut cells = recycle(std::mem::take(&mut spare));
             let line = rec.position().map(|p| p.line()).unwrap_or(0);
             if rec.len() != width {
@@ -640,6 +656,113 @@ fn recycle<'b>(mut v: Vec<Cell<'_>>) -> Vec<Cell<'b>> {
     v.clear();
     // An empty vector collected into one of the same layout reuses its allocation.
     v.into_iter().map(|_| Cell::Null).collect()
+}
+
+/// The bytes of a CSV input on their way to the CSV reader, less a byte-order mark at the start
+/// (which the reader would take into the first column's name), with their quoting followed:
+/// the reader takes a quoted field that never closes to run to the end of the input, and
+/// reports at most a wrong field count, at the line where its record started.
+struct QuoteTracker<R> {
+    inner: R,
+    /// Bytes handed on (the mark not counted, as the reader never sees it).
+    offset: u64,
+    /// The line of the next byte, from 1.
+    line: u64,
+    /// Inside a quoted field.
+    quoted: bool,
+    /// Inside a quoted field, the last byte was a quote: it closes the field unless a quote
+    /// follows (`""` is a quote within the field).
+    quote_pending: bool,
+    /// The byte before the next one outside quotes (a line end at the start): a quote opens a
+    /// field only at the field's start.
+    prev: u8,
+    /// The line and offset of the quote that opened the current quoted field.
+    opened: (u64, u64),
+    started: bool,
+    at_end: bool,
+}
+
+impl<R: std::io::Read> QuoteTracker<R> {
+    fn new(inner: R) -> Self {
+        QuoteTracker {
+            inner,
+            offset: 0,
+            line: 1,
+            quoted: false,
+            quote_pending: false,
+            prev: b'\n',
+            opened: (0, 0),
+            started: false,
+            at_end: false,
+        }
+    }
+
+    /// Once the whole input has been read: the line and offset of the opening quote of a
+    /// quoted field that never closed.
+    fn unterminated(&self) -> Option<(u64, u64)> {
+        (self.at_end && self.quoted && !self.quote_pending).then_some(self.opened)
+    }
+
+    /// Follows the quoting through `bytes`, the next bytes handed on.
+    fn follow(&mut self, bytes: &[u8]) {
+        let newlines = |b: &[u8]| memchr::memchr_iter(b'\n', b).count() as u64;
+        let mut rest = bytes;
+        while !rest.is_empty() {
+            if self.quote_pending {
+                self.quote_pending = false;
+                if rest[0] == b'"' {
+                    rest = &rest[1..];
+                    continue;
+                }
+                self.quoted = false;
+                self.prev = b'"';
+            }
+            let Some(k) = memchr::memchr(b'"', rest) else {
+                self.line += newlines(rest);
+                if !self.quoted {
+                    self.prev = rest[rest.len() - 1];
+                }
+                break;
+            };
+            self.line += newlines(&rest[..k]);
+            if self.quoted {
+                self.quote_pending = true;
+            } else {
+                let prev = if k > 0 { rest[k - 1] } else { self.prev };
+                if matches!(prev, b',' | b'\n' | b'\r') {
+                    self.quoted = true;
+                    self.opened = (
+                        self.line,
+                        self.offset + (bytes.len() - rest.len() + k) as u64,
+                    );
+                }
+                self.prev = b'"';
+            }
+            rest = &rest[k + 1..];
+        }
+        self.offset += bytes.len() as u64;
+    }
+}
+
+impl<R: std::io::Read> std::io::Read for QuoteTracker<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let mut n = self.inner.read(buf)?;
+        if !self.started && n > 0 {
+            self.started = true;
+            if buf[..n].starts_with(b"\xef\xbb\xbf") {
+                buf.copy_within(3..n, 0);
+                n -= 3;
+                if n == 0 {
+                    return self.read(buf);
+                }
+            }
+        }
+        if n == 0 {
+            self.at_end = true;
+        }
+        self.follow(&buf[..n]);
+        Ok(n)
+    }
 }
 
 /// Empties a vector of parsed fields, keeping its allocation; see [`recycle`].
@@ -1325,6 +1448,59 @@ impl Drop for TempFile {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Reads `csv` through a tracker in chunks of `chunk` bytes, to its end.
+    fn track(csv: &[u8], chunk: usize) -> (Vec<u8>, Option<(u64, u64)>) {
+        use std::io::Read;
+        struct Chunks<'a>(&'a [u8], usize);
+        impl Read for Chunks<'_> {
+            fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+                let n = self.0.len().min(self.1).min(buf.len());
+                buf[..n].copy_from_slice(&self.0[..n]);
+                self.0 = &self.0[n..];
+                Ok(n)
+            }
+        }
+        let mut t = QuoteTracker::new(Chunks(csv, chunk));
+        let mut out = Vec::new();
+        t.read_to_end(&mut out).unwrap();
+        (out, t.unterminated())
+    }
+
+    #[test]
+    fn quote_tracker_finds_the_quote_that_never_closes() {
+        for chunk in [1, 2, 3, 5, 64] {
+            let (_, u) = track(b"id,name\n1,\"ab\"\n2,\"c\"\"d\",x\n", chunk);
+            assert_eq!(u, None, "{chunk}");
+            // A quote inside an unquoted field is a character, not a quote.
+            let (_, u) = track(b"id,name\n1,a\"b\n2,x\"\"\n", chunk);
+            assert_eq!(u, None, "{chunk}");
+            // After a closed quote, the rest of the field is plain.
+            let (_, u) = track(b"id,name\n1,\"a\"b\"c\n", chunk);
+            assert_eq!(u, None, "{chunk}");
+            let (_, u) = track(b"id,name\n1,x\n2,\"y\n3,z\n4,w\n", chunk);
+            assert_eq!(u, Some((3, 14)), "{chunk}");
+            // A multi-line quoted field that closes, then one that does not.
+            let (_, u) = track(b"id,v\n1,\"a\nb\"\n\"2,c\n", chunk);
+            assert_eq!(u, Some((4, 13)), "{chunk}");
+            // A quoted field closed by the input's very last byte is closed.
+            let (_, u) = track(b"id,v\n1,\"a\"", chunk);
+            assert_eq!(u, None, "{chunk}");
+            let (_, u) = track(b"id,v\r\n1,\"a\"\"\r\n", chunk);
+            assert_eq!(u, Some((2, 8)), "{chunk}");
+        }
+    }
+
+    #[test]
+    fn quote_tracker_drops_a_leading_byte_order_mark() {
+        for chunk in [3, 4, 64] {
+            let (out, u) = track(b"\xef\xbb\xbf\"id\",v\n\"1,2\n", chunk);
+            assert_eq!(out, b"\"id\",v\n\"1,2\n", "{chunk}");
+            assert_eq!(u, Some((2, 7)), "{chunk}");
+        }
+        let (out, _) = track(b"a,\xef\xbb\xbf\n", 64);
+        assert_eq!(out, b"a,\xef\xbb\xbf\n");
+    }
 
     #[test]
     fn inference() {

@@ -1,6 +1,8 @@
 //! The JSON-lines decoder as it was before the key cache and the 16-byte number scans: the
 //! reference that `tests/json_decoder_reference.rs` holds `kairos::event::JsonDecoder` to. Kept
-//! unchanged but for this comment and its tests, which stay with the decoder itself.
+//! unchanged but for this comment, its tests, which stay with the decoder itself, and one rule
+//! added to both since: a number beyond the range of a float, where a pattern reads it, is an
+//! error at its first byte.
 #![allow(dead_code)]
 
 use super::time::{parse_rfc3339, TimeUnit};
@@ -629,9 +631,13 @@ impl<'a> Cursor<'a> {
         self.number_span()?;
         let text = std::str::from_utf8(&self.b[start..self.i]).expect("digits are ASCII");
         match text.parse::<f64>() {
-            Ok(f) => {
+            Ok(f) if f.is_finite() => {
                 *out = Value::Float(f);
                 Ok(())
+            }
+            Ok(_) => {
+                self.i = start;
+                self.fail("number out of range")
             }
             Err(_) => {
                 self.i = start;
