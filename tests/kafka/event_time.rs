@@ -271,23 +271,6 @@ fn a_late_start_reads_the_backlog_without_late_events() {
     assert_equal_to_replay(&broker, &want, true);
 }
 
-/// `kairos run` as a child process with its admin port, logging to `log`.
-fn spawn_daemon(cfg: &Path, log: &Path) -> Child {
-    let stderr = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .unwrap();
-    Child(
-        std::process::Command::new(env!("CARGO_BIN_EXE_kairos"))
-            .args(["run", "--config"])
-            .arg(cfg)
-            .stderr(stderr)
-            .spawn()
-            .expect("kairos run starts"),
-    )
-}
-
 /// A daemon is stopped (SIGTERM, or SIGKILL) while the stream goes on, and started again two
 /// seconds later with the backlog waiting.
 fn restart_with_backlog(signal: &str, seed: u64) {

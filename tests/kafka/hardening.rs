@@ -242,14 +242,7 @@ fn sigterm_with_records_undelivered_exits_non_zero() {
     let cfg = setup.config("k.toml", &broker.bootstrap(), &[("events", "events")], "");
     with_admin(&cfg, port);
     let log = setup.path("daemon.log");
-    let mut child = Child(
-        std::process::Command::new(env!("CARGO_BIN_EXE_kairos"))
-            .args(["run", "--config"])
-            .arg(&cfg)
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap(),
-    );
+    let mut child = spawn_daemon(&cfg, &log);
     wait_for("records in flight", Duration::from_secs(60), || {
         scrape(port, "kairos_deliveries_in_flight").is_some_and(|n| n > 0)
     });
@@ -292,14 +285,7 @@ fn a_broker_restarted_with_its_topics_created_again_does_not_crash_the_daemon() 
     let cfg = setup.config("k.toml", &broker.bootstrap(), &[("events", "events")], "");
     with_admin(&cfg, port);
     let log = setup.path("daemon.log");
-    let mut child = Child(
-        std::process::Command::new(env!("CARGO_BIN_EXE_kairos"))
-            .args(["run", "--config"])
-            .arg(&cfg)
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap(),
-    );
+    let mut child = spawn_daemon(&cfg, &log);
     wait_for("partitions", Duration::from_secs(60), || {
         scrape(port, "kairos_assigned_partitions") == Some(2)
     });

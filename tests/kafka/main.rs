@@ -374,6 +374,23 @@ impl Drop for Child {
     }
 }
 
+/// `kairos run --config CFG` as a child process, appending its log to `log`.
+fn spawn_daemon(cfg: &Path, log: &Path) -> Child {
+    let stderr = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
+    Child(
+        std::process::Command::new(env!("CARGO_BIN_EXE_kairos"))
+            .args(["run", "--config"])
+            .arg(cfg)
+            .stderr(stderr)
+            .spawn()
+            .expect("kairos run starts"),
+    )
+}
+
 #[test]
 fn kill_9_and_restart_loses_no_match() {
     let broker = Broker::start();
@@ -401,21 +418,7 @@ fn kill_9_and_restart_loses_no_match() {
         "[kafka.consumer]\n\"session.timeout.ms\" = 6000\n\"heartbeat.interval.ms\" = 500\n",
     );
     let log = setup.path("daemon.log");
-    let spawn = || {
-        let stderr = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log)
-            .unwrap();
-        Child(
-            std::process::Command::new(env!("CARGO_BIN_EXE_kairos"))
-                .args(["run", "--config"])
-                .arg(&cfg)
-                .stderr(stderr)
-                .spawn()
-                .expect("kairos run starts"),
-        )
-    };
+    let spawn = || spawn_daemon(&cfg, &log);
     let child = spawn();
     wait_for(
         "the first daemon's partitions",
@@ -736,14 +739,7 @@ fn sigterm_drains_and_commits_before_exit() {
     );
     with_admin(&cfg, port);
     let log = setup.path("daemon.log");
-    let child = Child(
-        std::process::Command::new(env!("CARGO_BIN_EXE_kairos"))
-            .args(["run", "--config"])
-            .arg(&cfg)
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap(),
-    );
+    let child = spawn_daemon(&cfg, &log);
     wait_for("partitions", Duration::from_secs(60), || {
         scrape(port, "kairos_assigned_partitions") == Some(2)
     });
