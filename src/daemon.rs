@@ -55,6 +55,8 @@ pub enum DaemonError {
     Table(String),
     #[error("a record could not be delivered or a transaction failed; the input will be read again from the last checkpoint on restart")]
     Delivery,
+    #[error("cannot start the thread that asks the brokers where partitions end: {0}")]
+    Thread(std::io::Error),
     #[error("stopped without the last checkpoint: {in_flight} records were still undelivered after 30 s; the input since the last checkpoint will be read again on restart")]
     Undrained {
         /// Records handed to the producer and not acknowledged.
@@ -427,8 +429,7 @@ pub fn run(
         Some("latest" | "end" | "largest")
     );
     let consumer = Arc::new(consumer);
-    let confirmer = Confirmer::spawn(consumer.clone())
-        .map_err(|e| DaemonError::Table(format!("cannot start the event-time confirmer: {e}")))?;
+    let confirmer = Confirmer::spawn(consumer.clone()).map_err(DaemonError::Thread)?;
     let mut src = SourceLoop {
         consumer,
         confirmer,

@@ -29,6 +29,25 @@ struct Produced {
     bets: Vec<String>,
 }
 
+impl Produced {
+    /// Sends the events `kept` back (topic, key, line) through `p`, recording each as produced.
+    fn send_all(
+        &mut self,
+        p: &rdkafka::producer::BaseProducer,
+        kept: &mut Vec<(&'static str, String, String)>,
+        sent: &AtomicU64,
+    ) {
+        for (topic, key, line) in kept.drain(..) {
+            send(p, topic, &key, &line);
+            match topic {
+                "payments" => self.payments.push(line),
+                _ => self.bets.push(line),
+            }
+            sent.fetch_add(1, Relaxed);
+        }
+    }
+}
+
 /// A producer writing scripted customers' events stamped with the wall clock (milliseconds,
 /// strictly increasing, so that no two events tie), about `rate` a second, until stopped.
 struct LiveStream {
@@ -106,29 +125,14 @@ impl LiveStream {
                     let mut out = out.lock().unwrap();
                     let is_burst = kept.len() > 1;
                     let via = if is_burst { &burst } else { &producer };
-                    for (topic, key, line) in kept.drain(..) {
-                        send(via, topic, &key, &line);
-                        match topic {
-                            "payments" => out.payments.push(line),
-                            _ => out.bets.push(line),
-                        }
-                        n.fetch_add(1, Relaxed);
-                    }
+                    out.send_all(via, &mut kept, &n);
                     if is_burst {
                         rdkafka::producer::Producer::flush(via, Duration::from_secs(30)).unwrap();
                     }
                 }
                 std::thread::sleep(gap);
             }
-            let mut out = out.lock().unwrap();
-            for (topic, key, line) in kept.drain(..) {
-                send(&producer, topic, &key, &line);
-                match topic {
-                    "payments" => out.payments.push(line),
-                    _ => out.bets.push(line),
-                }
-                n.fetch_add(1, Relaxed);
-            }
+            out.lock().unwrap().send_all(&producer, &mut kept, &n);
             rdkafka::producer::Producer::flush(&producer, Duration::from_secs(30)).unwrap();
         });
         LiveStream {
@@ -245,6 +249,19 @@ fn assert_equal_to_replay(broker: &Broker, want: &BTreeMap<String, usize>, exact
     }
 }
 
+/// Waits until the in-process daemon `d` has taken in every event produced, stops it, and
+/// asserts that its alerts equal a replay of those events, each once, with none late.
+fn assert_daemon_equals_replay(broker: &Broker, setup: &Setup, d: Running, produced: &Produced) {
+    let n = (produced.payments.len() + produced.bets.len()) as u64;
+    wait_for("every event taken in", Duration::from_secs(60), || {
+        d.metrics.messages_in.load(Relaxed) >= n
+    });
+    let want = replay_of(setup, produced);
+    let report = d.stop();
+    assert_equal_to_replay(broker, &want, true);
+    assert_eq!(report.late, 0);
+}
+
 #[test]
 fn a_late_start_reads_the_backlog_without_late_events() {
     let broker = Broker::start();
@@ -261,25 +278,14 @@ fn a_late_start_reads_the_backlog_without_late_events() {
         stream.sent() >= more
     });
     let produced = stream.finish();
-    let n = (produced.payments.len() + produced.bets.len()) as u64;
-    wait_for("every event taken in", Duration::from_secs(60), || {
-        d.metrics.messages_in.load(Relaxed) >= n
-    });
-    let want = replay_of(&setup, &produced);
-    let report = d.stop();
-    assert_eq!(report.late, 0);
-    assert_equal_to_replay(&broker, &want, true);
+    assert_daemon_equals_replay(&broker, &setup, d, &produced);
 }
 
 /// A daemon is stopped (SIGTERM, or SIGKILL) while the stream goes on, and started again two
 /// seconds later with the backlog waiting.
 fn restart_with_backlog(signal: &str, seed: u64) {
     let broker = Broker::start();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let (setup, cfg) = live_setup(
         &broker,
         "[delivery]\ncheckpoint_interval = \"200ms\"\nstate_dir = \"state\"\n",
@@ -358,14 +364,7 @@ fn a_producer_pause_then_a_burst_is_not_late() {
         stream.sent() >= more
     });
     let produced = stream.finish();
-    let n = (produced.payments.len() + produced.bets.len()) as u64;
-    wait_for("every event taken in", Duration::from_secs(60), || {
-        d.metrics.messages_in.load(Relaxed) >= n
-    });
-    let want = replay_of(&setup, &produced);
-    let report = d.stop();
-    assert_equal_to_replay(&broker, &want, true);
-    assert_eq!(report.late, 0);
+    assert_daemon_equals_replay(&broker, &setup, d, &produced);
 }
 
 #[test]

@@ -4,15 +4,6 @@
 
 use super::*;
 
-/// A free loopback port for an admin listener.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[test]
 fn a_poison_message_over_the_size_limit_does_not_stop_the_stream() {
     let broker = Broker::start();
@@ -189,23 +180,13 @@ fn health_is_503_while_no_broker_is_connected() {
 #[test]
 fn health_is_503_while_the_group_cannot_be_joined() {
     use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
-    let broker = Broker::mock();
-    broker.create_topics(&[("events", 2), ("alerts", 1), ("dead", 1)]);
     // Every join is refused for a long while: the daemon never holds an assignment.
-    broker.mock_cluster().request_errors(
-        RDKafkaApiKey::JoinGroup,
-        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_COORDINATOR_NOT_AVAILABLE; 2000],
-    );
-    let setup = Setup::new(ARRIVAL_PATTERN);
-    let port = free_port();
-    let cfg = setup.config("k.toml", &broker.bootstrap(), &[("events", "events")], "");
-    with_admin(&cfg, port);
-    edit_config(
-        &cfg,
-        "[kafka.consumer]\n",
-        "[kafka.consumer]\n\"session.timeout.ms\" = 6000\n\"heartbeat.interval.ms\" = 500\n\"statistics.interval.ms\" = 200\n",
-    );
-    let d = Running::start(&cfg);
+    let (_broker, _setup, d, port) = mock_daemon("", |b| {
+        b.mock_cluster().request_errors(
+            RDKafkaApiKey::JoinGroup,
+            &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_COORDINATOR_NOT_AVAILABLE; 2000],
+        );
+    });
     let body = wait_health(port, 503, "consumer group");
     eprintln!("{body}");
     assert_eq!(d.metrics.partitions.load(Relaxed), 0);

@@ -374,6 +374,15 @@ impl Drop for Child {
     }
 }
 
+/// A free loopback port for an admin listener.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// `kairos run --config CFG` as a child process, appending its log to `log`.
 fn spawn_daemon(cfg: &Path, log: &Path) -> Child {
     let stderr = std::fs::OpenOptions::new()

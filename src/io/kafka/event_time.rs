@@ -630,17 +630,24 @@ mod tests {
         assert!(c.caught_up());
     }
 
+    /// Partitions 1 and 2, each having delivered one event (at `t1`, `t2`) at offset 0 and
+    /// been read to its end (1).
+    fn two_read_to_their_end(i: &TopicInput, hold: i64, t1: i64, t2: i64) -> EventClock {
+        let mut c = EventClock::new(hold);
+        c.assign(1, Start::Offset(0));
+        c.assign(2, Start::Offset(0));
+        c.admit_now(i, ev(1, t1), 0).unwrap();
+        c.admit_now(i, ev(2, t2), 0).unwrap();
+        c.refresh(0, STALL, at(1));
+        c
+    }
+
     #[test]
     fn a_burst_after_a_pause_holds_the_frontier_at_every_partition_it_reaches() {
         // Both partitions were read to their end (at offset 1) before the producer paused; the
         // burst reaches both, but the consumer delivers partition 1's share first.
-        let mut c = EventClock::new(2_000);
-        c.assign(1, Start::Offset(0));
-        c.assign(2, Start::Offset(0));
         let i = input(2_000);
-        c.admit_now(&i, ev(1, 1_000), 0).unwrap();
-        c.admit_now(&i, ev(2, 1_001), 0).unwrap();
-        c.refresh(0, STALL, at(1));
+        let mut c = two_read_to_their_end(&i, 2_000, 1_000, 1_001);
         assert!(c.caught_up());
         // The burst: both partitions' ends moved to 4.
         let moved = |_| Watermarks {
@@ -659,13 +666,8 @@ mod tests {
 
     #[test]
     fn a_burst_no_fetch_has_shown_yet_waits_for_the_broker() {
-        let mut c = EventClock::new(2_000);
-        c.assign(1, Start::Offset(0));
-        c.assign(2, Start::Offset(0));
         let i = input(2_000);
-        c.admit_now(&i, ev(1, 1_000), 0).unwrap();
-        c.admit_now(&i, ev(2, 1_001), 0).unwrap();
-        c.refresh(0, STALL, at(1));
+        let mut c = two_read_to_their_end(&i, 2_000, 1_000, 1_001);
         // Partition 1's share of a burst arrives; no fetch answer has shown partition 2's yet.
         for (o, t) in [(1, 4_000), (2, 7_000)] {
             c.admit(&i, ev(1, t), o, at(1)).unwrap();
@@ -685,12 +687,7 @@ mod tests {
         assert_eq!(c.frontier(), 1_001);
         assert!(c.admit_now(&i, ev(2, 3_000), 1).is_ok(), "not late");
         // An answer that its end did not move lets the frontier go.
-        let mut d = EventClock::new(0);
-        d.assign(1, Start::Offset(0));
-        d.assign(2, Start::Offset(0));
-        d.admit_now(&i, ev(1, 10), 0).unwrap();
-        d.admit_now(&i, ev(2, 20), 0).unwrap();
-        d.refresh(0, STALL, at(1));
+        let mut d = two_read_to_their_end(&i, 0, 10, 20);
         d.admit(&i, ev(1, 30), 1, at(1)).unwrap();
         assert_eq!(d.frontier(), 20);
         let (n, _) = d.confirmation_wanted();
